@@ -1,0 +1,32 @@
+"""Protocol constants: version, sizes and timings every peer must agree on."""
+
+from __future__ import annotations
+
+PROTOCOL_VERSION = 1
+"""Sent as ``v`` in every request, reply and event."""
+
+MAX_NAME_CHARS = 32
+"""Longest user or room name, in characters."""
+
+MAX_TEXT_BYTES = 4096
+"""Longest message text, in UTF-8 bytes."""
+
+MIN_PASSWORD_CHARS = 8
+MAX_PASSWORD_CHARS = 1024
+
+MAX_FRAME_BYTES = 64 * 1024
+"""Largest frame a peer accepts; anything bigger is refused before decoding."""
+
+PING_INTERVAL_MS = 5_000
+"""How often a logged-in client pings over its DEALER socket."""
+
+LEASE_MS = 15_000
+"""A session not heard from for this long is expired (three missed pings)."""
+
+KEY_BYTES = 32
+"""Room keys are ChaCha20-Poly1305 keys."""
+
+NONCE_BYTES = 12
+
+DEFAULT_ROOM = "default"
+"""A room that always exists."""

@@ -1,0 +1,244 @@
+"""Message types: requests a client sends, events the broker pushes, room events.
+
+Every type validates itself on construction, so an invalid message cannot exist
+on either side. Field types come from the annotations; `parse_fields` turns a
+decoded msgpack map into an instance or raises `InvalidRequest` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any, ClassVar, TypeVar
+
+from .errors import InvalidRequest
+from .limits import KEY_BYTES
+from .validation import check_name, check_password, check_text
+
+T = TypeVar("T")
+
+_WIRE_TYPES: dict[object, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    bytes: (bytes,),
+    bool: (bool,),
+}
+
+
+@cache
+def _field_types(cls: type) -> tuple[tuple[str, tuple[type, ...], bool], ...]:
+    """(name, accepted wire types, required) for each field of a message class."""
+    hints = typing.get_type_hints(cls)
+    spec = []
+    for field in dataclasses.fields(cls):
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        spec.append((field.name, _WIRE_TYPES[hints[field.name]], required))
+    return tuple(spec)
+
+
+def parse_fields(cls: type[T], args: object, what: str) -> T:
+    """Build ``cls`` from a decoded map, checking presence and type of each field.
+
+    Unknown keys are ignored, so a newer peer may add optional fields.
+    """
+    if not isinstance(args, dict):
+        raise InvalidRequest(f"{what}: args must be a map")
+    values: dict[str, Any] = {}
+    for name, accepted, required in _field_types(cls):
+        if name not in args:
+            if required:
+                raise InvalidRequest(f"{what}: missing field {name!r}")
+            continue
+        value = args[name]
+        # bool is an int in Python but not on the wire: refuse True where a number belongs.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise InvalidRequest(f"{what}: field {name!r} must be {accepted[0].__name__}")
+        values[name] = value
+    return cls(**values)
+
+
+def fields_of(message: object) -> dict[str, Any]:
+    """A message's fields as the map that goes on the wire."""
+    return {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}  # type: ignore[arg-type]
+
+
+# --- requests (client -> broker, over DEALER/ROUTER) ---------------------------------
+
+
+class Request:
+    """Base of every request; ``OP`` is its wire name."""
+
+    OP: ClassVar[str]
+    NEEDS_SESSION: ClassVar[bool] = True
+    """Whether the dispatcher refuses it on a connection without a session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Request):
+    """Ask for the broker's parameters (publisher port, limits, timings)."""
+
+    OP: ClassVar[str] = "hello"
+    NEEDS_SESSION: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Request):
+    """Create an account; does not log in."""
+
+    OP: ClassVar[str] = "register"
+    NEEDS_SESSION: ClassVar[bool] = False
+    user: str
+    password: str = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("user", self.user)
+        check_password(self.password)
+
+
+@dataclass(frozen=True, slots=True)
+class Login(Request):
+    """Start a session on this connection."""
+
+    OP: ClassVar[str] = "login"
+    NEEDS_SESSION: ClassVar[bool] = False
+    user: str
+    password: str = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("user", self.user)
+        if not self.password:
+            raise InvalidRequest("login: password must not be empty")
+
+
+@dataclass(frozen=True, slots=True)
+class Logout(Request):
+    """Leave every room and end this connection's session."""
+
+    OP: ClassVar[str] = "logout"
+
+
+@dataclass(frozen=True, slots=True)
+class ListRooms(Request):
+    """Every room with its number of members."""
+
+    OP: ClassVar[str] = "rooms"
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Request):
+    """Join a room, creating it if it does not exist."""
+
+    OP: ClassVar[str] = "join"
+    room: str
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Request):
+    """Leave a room."""
+
+    OP: ClassVar[str] = "leave"
+    room: str
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class Members(Request):
+    """Who is in a room the session has joined."""
+
+    OP: ClassVar[str] = "members"
+    room: str
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+
+
+@dataclass(frozen=True, slots=True)
+class Send(Request):
+    """Post a message to a room the session has joined."""
+
+    OP: ClassVar[str] = "send"
+    room: str
+    text: str
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+        check_text(self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Request):
+    """Renew the session's lease; any request does, this one does nothing else."""
+
+    OP: ClassVar[str] = "ping"
+
+
+REQUEST_TYPES: dict[str, type[Request]] = {
+    cls.OP: cls
+    for cls in (Hello, Register, Login, Logout, ListRooms, Join, Leave, Members, Send, Ping)
+}
+
+
+# --- events (broker -> one client, over ROUTER/DEALER) ---------------------------------
+
+
+class Event:
+    """Base of the messages the broker pushes to one connection unasked."""
+
+    NAME: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomKey(Event):
+    """The room's key changed; messages sealed with key ``kid`` need ``key``."""
+
+    NAME: ClassVar[str] = "room_key"
+    room: str
+    kid: int
+    key: bytes = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+        if len(self.key) != KEY_BYTES:
+            raise InvalidRequest(f"room_key: key must be {KEY_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded(Event):
+    """The broker ended this connection's session (``reason``: expired, replaced...)."""
+
+    NAME: ClassVar[str] = "session_ended"
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.NAME: cls for cls in (RoomKey, SessionEnded)}
+
+
+# --- room events (broker -> room members, over PUB/SUB, sealed) ------------------------
+
+
+class RoomEventKind(StrEnum):
+    MESSAGE = "msg"
+    JOINED = "join"
+    LEFT = "leave"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEvent:
+    """One numbered entry of a room's stream: a message, or a member joining or leaving."""
+
+    room: str
+    seq: int
+    kind: RoomEventKind
+    user: str
+    ts_ms: int
+    text: str = ""

@@ -1,0 +1,68 @@
+"""Field rules shared by both ends: names, message text and passwords.
+
+Each check returns nothing and raises the typed error that names the field, so
+the broker can refuse a request with a precise, stable error code.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from .errors import InvalidName, InvalidPassword, InvalidText, TextTooLong
+from .limits import MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MAX_TEXT_BYTES, MIN_PASSWORD_CHARS
+
+_FORBIDDEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_TEXT_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+"""C0 and C1 controls except tab and newline, and lone surrogates (a regex: texts are long)."""
+
+
+def check_name(field: str, value: str) -> None:
+    """User and room names: 1-32 characters, NFC, no whitespace or invisible characters.
+
+    Invisible and control characters are refused so two names that look the same
+    on screen cannot both exist, and a name can never carry a terminal escape.
+    """
+    if not value:
+        raise InvalidName(f"{field} must not be empty")
+    if len(value) > MAX_NAME_CHARS:
+        raise InvalidName(f"{field} is longer than {MAX_NAME_CHARS} characters")
+    if unicodedata.normalize("NFC", value) != value:
+        raise InvalidName(f"{field} must be in Unicode normal form C")
+    for char in value:
+        if char.isspace() or unicodedata.category(char) in _FORBIDDEN_IN_NAMES:
+            raise InvalidName(
+                f"{field} must not contain whitespace or control characters "
+                f"(found U+{ord(char):04X})"
+            )
+
+
+def name_key(name: str) -> str:
+    """The form two names are compared in: ``Alice`` and ``alice`` are one name."""
+    return name.casefold()
+
+
+def check_text(value: str) -> None:
+    """Message text: 1 to 4096 UTF-8 bytes; tab and newline are the only controls.
+
+    Escape and other control characters would let a sender drive the
+    recipients' terminals, so they are refused, not stripped.
+    """
+    if not value.strip():
+        raise InvalidText("text must not be empty")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_TEXT_BYTES:
+        raise TextTooLong(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES}")
+    control = _TEXT_CONTROLS.search(value)
+    if control is not None:
+        raise InvalidText(
+            f"text must not contain control character U+{ord(control.group()):04X}"
+        )
+
+
+def check_password(value: str) -> None:
+    """Passwords: 8 to 1024 characters; anything else about them is the user's choice."""
+    if len(value) < MIN_PASSWORD_CHARS:
+        raise InvalidPassword(f"password must be at least {MIN_PASSWORD_CHARS} characters")
+    if len(value) > MAX_PASSWORD_CHARS:
+        raise InvalidPassword(f"password must be at most {MAX_PASSWORD_CHARS} characters")

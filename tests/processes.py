@@ -1,0 +1,116 @@
+"""Run the real `zchat-broker` command for tests and watch what it prints."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LISTEN_LINE = re.compile(r"Running chat server at (?P<host>[^:\s]+):(?P<port>\d+)")
+PUBLISH_LINE = re.compile(r"Publishing rooms at (?P<host>[^:\s]+):(?P<port>\d+)")
+
+
+def script(name: str) -> str:
+    """Path of a console script installed beside the running interpreter."""
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class OutputWatcher:
+    """Collects a process's output lines on a thread so tests can wait for one."""
+
+    lines: list[str] = field(default_factory=list)
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def follow(self, stream: object) -> None:
+        for raw in stream:  # type: ignore[attr-defined]
+            with self._changed:
+                self.lines.append(raw.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float = 10.0) -> re.Match[str]:
+        """The first line matching ``pattern``, waiting for it up to ``timeout`` seconds."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"no line matched {regex.pattern!r}; output was:\n" + "\n".join(self.lines)
+                    )
+                self._changed.wait(remaining)
+
+    def text(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+
+@dataclass
+class RunningBroker:
+    """A `zchat-broker` subprocess on random loopback ports."""
+
+    process: subprocess.Popen[str]
+    output: OutputWatcher
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    pub_port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the broker and wait for it to exit; returns its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+def start_broker(data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0) -> RunningBroker:
+    """Start `zchat-broker` on 127.0.0.1 (port 0: a free port) and wait until it listens."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [
+            script("zchat-broker"),
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--pub-port", str(pub_port),
+            "--data-dir", str(data_dir),
+            "--log-level", "INFO",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    output = OutputWatcher()
+    threading.Thread(target=output.follow, args=(process.stdout,), daemon=True).start()
+    broker = RunningBroker(process, output, data_dir)
+    try:
+        listen = output.wait_for(LISTEN_LINE, timeout=20)
+        publish = output.wait_for(PUBLISH_LINE, timeout=5)
+    except TimeoutError:
+        broker.stop(signal.SIGKILL)
+        raise
+    broker.port = int(listen["port"])
+    broker.pub_port = int(publish["port"])
+    return broker
