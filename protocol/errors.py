@@ -42,7 +42,7 @@ class ErrorCode(StrEnum):
     INVALID_NAME = "invalid_name"
     INVALID_TEXT = "invalid_text"
     TEXT_TOO_LONG = "text_too_long"
-    INVALID_PASSWORD = "invalid_password"
+    INVALID_PASSWORD = "invalid_password"  # noqa: S105 - an error code, not a secret
     NOT_LOGGED_IN = "not_logged_in"
     SESSION_EXPIRED = "session_expired"
     ALREADY_LOGGED_IN = "already_logged_in"

@@ -1,0 +1,34 @@
+"""Broker settings, with the defaults a fresh machine runs with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_HOST = "localhost"
+DEFAULT_PORT = 5000
+DEFAULT_PUB_PORT = 5001
+DATABASE_FILE = "zchat.sqlite3"
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (e.g. ``~/.local/share/zchat`` on Linux)."""
+    return Path(platformdirs.user_data_dir("zchat", appauthor=False))
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Where the broker listens and keeps its data; port 0 means any free port."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    pub_port: int = DEFAULT_PUB_PORT
+    data_dir: Path | None = None
+    hash_workers: int = 2
+    """Threads hashing passwords; each Argon2 hash holds 64 MiB while it runs."""
+
+    @property
+    def database_path(self) -> Path:
+        return (self.data_dir or default_data_dir()) / DATABASE_FILE

@@ -1,0 +1,261 @@
+"""The broker core: one handler per request, and `dispatch`, which runs them.
+
+``dispatch(state, connection, request_id, request, now_ms) -> list[Outgoing]``
+is the whole interface: the shell decodes, dispatches and sends what comes back.
+Handlers return their result map and append anything else (publications, key
+events) to the outbox; the preconditions (logged in or not) are checked once,
+here in `dispatch`, from the request type.
+
+`register` and `login` reach the core as `NewAccount` and `CheckedLogin`: the
+shell hashes or verifies the password on a worker thread first, because
+Argon2 is too slow for the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zchat.protocol import (
+    Hello,
+    Join,
+    Leave,
+    ListRooms,
+    Logout,
+    Members,
+    Ping,
+    Request,
+    RoomEventKind,
+    Send,
+    SessionEnded,
+    ZchatError,
+)
+from zchat.protocol.errors import (
+    AlreadyLoggedIn,
+    BadCredentials,
+    InternalError,
+    NameTaken,
+    NotLoggedIn,
+    NotMember,
+    SessionExpired,
+)
+from zchat.protocol.limits import DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_BYTES, PROTOCOL_VERSION
+from zchat.protocol.validation import name_key
+
+from .membership import end_session, find_or_create_room, join_room, leave_room, publish_event
+from .outgoing import Direct, Failure, Outgoing, Result
+from .state import BrokerState, Connection, Room, Session
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount(Request):
+    """A `register` whose password the shell has hashed."""
+
+    OP = "register"
+    NEEDS_SESSION = False
+    user: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedLogin(Request):
+    """A `login` the shell has checked: ``account`` is the registered name, or None if wrong."""
+
+    OP = "login"
+    NEEDS_SESSION = False
+    account: str | None
+
+
+@dataclass(slots=True)
+class Context:
+    """What a handler works with: the state, the caller, the time, and the outbox."""
+
+    state: BrokerState
+    connection: Connection
+    now_ms: int
+    session: Session | None
+    outbox: list[Outgoing]
+
+    @property
+    def member(self) -> Session:
+        """The caller's session (dispatch guarantees one for session requests)."""
+        assert self.session is not None
+        return self.session
+
+    def joined_room(self, name: str) -> Room:
+        """A room the caller's session is in, or `NotMember`."""
+        key = name_key(name)
+        if key not in self.member.rooms:
+            raise NotMember(f"you are not in room [{name}]")
+        return self.state.rooms[key]
+
+
+def handle_hello(ctx: Context, request: Hello) -> dict[str, Any]:
+    """hello {} -> {protocol, server, pub_port, ping_interval_ms, lease_ms, limits}"""
+    settings = ctx.state.settings
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "server": settings.server,
+        "pub_port": settings.pub_port,
+        "ping_interval_ms": settings.ping_interval_ms,
+        "lease_ms": settings.lease_ms,
+        "max_text_bytes": MAX_TEXT_BYTES,
+        "max_name_chars": MAX_NAME_CHARS,
+    }
+
+
+def handle_register(ctx: Context, request: NewAccount) -> dict[str, Any]:
+    """register {user, password} -> {user}"""
+    if not ctx.state.storage.add_account(request.user, request.password_hash):
+        raise NameTaken(f"username {request.user} is taken")
+    logger.info("%s registered from <%s>", request.user, ctx.connection.peer)
+    return {"user": request.user}
+
+
+def handle_login(ctx: Context, request: CheckedLogin) -> dict[str, Any]:
+    """login {user, password} -> {user, session}"""
+    state = ctx.state
+    if ctx.session is not None:
+        raise AlreadyLoggedIn(f"this connection is already logged in as {ctx.session.user}")
+    if request.account is None:
+        raise BadCredentials("wrong username or password")
+    session = Session(
+        state.new_session_id(), request.account, ctx.connection, last_seen_ms=ctx.now_ms
+    )
+    state.sessions[ctx.connection.routing_id] = session
+    state.expired.pop(ctx.connection.routing_id, None)
+    logger.info("%s logged in from <%s>", session.user, ctx.connection.peer)
+    return {"user": session.user, "session": session.session_id}
+
+
+def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
+    """logout {} -> {rooms: [left]}"""
+    rooms = end_session(ctx.state, ctx.member, ctx.now_ms, ctx.outbox)
+    logger.info("%s logged out from <%s>", ctx.member.user, ctx.connection.peer)
+    return {"rooms": rooms}
+
+
+def handle_rooms(ctx: Context, request: ListRooms) -> dict[str, Any]:
+    """rooms {} -> {rooms: [{name, members}]}"""
+    rooms = sorted(ctx.state.rooms.values(), key=lambda room: name_key(room.name))
+    return {"rooms": [{"name": room.name, "members": len(room.user_sessions)} for room in rooms]}
+
+
+def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
+    """join {room} -> {room, created, topic, kid, key, seq, members}"""
+    room, created = find_or_create_room(ctx.state, request.room)
+    join_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
+    return {
+        "room": room.name,
+        "created": created,
+        "topic": room.topic,
+        "kid": room.cipher.kid,
+        "key": room.cipher.key,
+        "seq": room.seq,
+        "members": sorted(room.user_sessions),
+    }
+
+
+def handle_leave(ctx: Context, request: Leave) -> dict[str, Any]:
+    """leave {room} -> {room}"""
+    room = ctx.joined_room(request.room)
+    leave_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
+    return {"room": room.name}
+
+
+def handle_members(ctx: Context, request: Members) -> dict[str, Any]:
+    """members {room} -> {room, members}"""
+    room = ctx.joined_room(request.room)
+    return {"room": room.name, "members": sorted(room.user_sessions)}
+
+
+def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
+    """send {room, text} -> {room, seq, ts_ms}"""
+    room = ctx.joined_room(request.room)
+    seq = publish_event(
+        ctx.state,
+        room,
+        RoomEventKind.MESSAGE,
+        ctx.member.user,
+        ctx.now_ms,
+        ctx.outbox,
+        request.text,
+    )
+    return {"room": room.name, "seq": seq, "ts_ms": ctx.now_ms}
+
+
+def handle_ping(ctx: Context, request: Ping) -> dict[str, Any]:
+    """ping {} -> {}"""
+    return {}
+
+
+Handler = Callable[[Context, Any], dict[str, Any]]
+
+HANDLERS: dict[type[Request], Handler] = {
+    Hello: handle_hello,
+    NewAccount: handle_register,
+    CheckedLogin: handle_login,
+    Logout: handle_logout,
+    ListRooms: handle_rooms,
+    Join: handle_join,
+    Leave: handle_leave,
+    Members: handle_members,
+    Send: handle_send,
+    Ping: handle_ping,
+}
+
+
+def dispatch(
+    state: BrokerState,
+    connection: Connection,
+    request_id: int,
+    request: Request,
+    now_ms: int,
+) -> list[Outgoing]:
+    """Run one decoded request; returns the reply and everything else to send."""
+    outbox: list[Outgoing] = []
+    session = state.sessions.get(connection.routing_id)
+    ctx = Context(state, connection, now_ms, session, outbox)
+    reply: Result | Failure
+    try:
+        handler = HANDLERS[type(request)]
+        if request.NEEDS_SESSION and session is None:
+            if connection.routing_id in state.expired:
+                raise SessionExpired("your session expired; log in again")
+            raise NotLoggedIn(f"log in before {request.OP}")
+        if session is not None:
+            session.last_seen_ms = now_ms
+        reply = Result(request_id, handler(ctx, request))
+    except ZchatError as error:
+        reply = Failure(request_id, error)
+    except Exception:  # a bug costs one request an internal_error, never the broker
+        logger.exception("%s failed", request.OP)
+        reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
+    outbox.insert(0, Direct(connection.routing_id, reply))
+    return outbox
+
+
+def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
+    """End every session not heard from within the lease; members see each one leave."""
+    outbox: list[Outgoing] = []
+    deadline = now_ms - state.settings.lease_ms
+    for session in [s for s in state.sessions.values() if s.last_seen_ms < deadline]:
+        end_session(state, session, now_ms, outbox)
+        routing_id = session.connection.routing_id
+        state.remember_expired(routing_id)
+        outbox.append(Direct(routing_id, SessionEnded(reason="expired")))
+        logger.info("%s timed out from <%s>", session.user, session.connection.peer)
+    return outbox
+
+
+def load_state(state: BrokerState) -> BrokerState:
+    """Fill a fresh state with the stored rooms, creating the `default` room if missing."""
+    for stored in state.storage.rooms():
+        state.rooms[name_key(stored.name)] = state.make_room(stored.name, stored.last_seq)
+    find_or_create_room(state, DEFAULT_ROOM)
+    state.storage.commit()
+    return state

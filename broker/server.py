@@ -1,0 +1,238 @@
+"""The thin asyncio + ZeroMQ shell around the core: receive, decode, dispatch, commit, send.
+
+Requests are taken in batches: everything waiting on the ROUTER is dispatched,
+the storage commits once, and only then do replies and publications leave, so
+an acknowledged message is always on disk and commits are grouped under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from zchat.protocol import (
+    Event,
+    Login,
+    Register,
+    Request,
+    ZchatError,
+    decode_envelope,
+    encode_error,
+    encode_event,
+    encode_result,
+    parse_request,
+)
+from zchat.protocol.errors import MalformedFrame
+
+from .config import BrokerConfig
+from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from .outgoing import Direct, Failure, Outgoing, Publish, Result
+from .passwords import PasswordHasher
+from .sqlite_storage import SqliteStorage
+from .state import BrokerSettings, BrokerState, Connection
+
+logger = logging.getLogger(__name__)
+
+BATCH_LIMIT = 512
+"""Most requests dispatched before one commit and flush."""
+
+LEASE_CHECK_S = 1.0
+HEARTBEAT_IVL_MS = 2_000
+HEARTBEAT_TIMEOUT_MS = 6_000
+SOCKET_MAXMSGSIZE = 1024 * 1024
+"""ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
+PUB_SNDHWM = 100_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the broker actually listens (ports resolved when 0 was asked for)."""
+
+    host: str
+    port: int
+    pub_port: int
+
+
+def _bound_port(socket: zmq.Socket[bytes]) -> int:
+    endpoint = socket.get(zmq.LAST_ENDPOINT).decode()
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def _configure(socket: zmq.Socket[bytes]) -> None:
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+
+
+def encode_outgoing(message: Result | Failure | Event) -> bytes:
+    if isinstance(message, Result):
+        return encode_result(message.request_id, message.data)
+    if isinstance(message, Failure):
+        return encode_error(message.request_id, message.error)
+    return encode_event(message)
+
+
+class BrokerShell:
+    """Owns the two sockets and moves frames between them and the core."""
+
+    def __init__(
+        self,
+        state: BrokerState,
+        router: zmq.asyncio.Socket,
+        publisher: zmq.asyncio.Socket,
+        hasher: PasswordHasher,
+        hash_pool: ThreadPoolExecutor,
+    ) -> None:
+        self.state = state
+        self.router = router
+        self._router_now = zmq.Socket.shadow(router.underlying)
+        self._publisher = zmq.Socket.shadow(publisher.underlying)
+        self.hasher = hasher
+        self.hash_pool = hash_pool
+        self._auth_tasks: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        """Handle requests until cancelled."""
+        while True:
+            await self.router.poll(flags=zmq.POLLIN)
+            outbox: list[Outgoing] = []
+            for _ in range(BATCH_LIMIT):
+                try:
+                    frames = self._router_now.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                outbox.extend(self.handle_frames(frames))
+            self.commit_and_send(outbox)
+
+    async def expire_leases(self) -> None:
+        """End sessions whose lease ran out, once a second, until cancelled."""
+        while True:
+            await asyncio.sleep(LEASE_CHECK_S)
+            self.commit_and_send(expire_sessions(self.state, now_ms()))
+
+    def handle_frames(self, frames: list[zmq.Frame]) -> list[Outgoing]:
+        """Decode one ROUTER message and dispatch it (register and login go to a thread)."""
+        routing_id = frames[0].bytes
+        if len(frames) != 2:
+            error = MalformedFrame(f"expected one frame, got {len(frames) - 1}")
+            return [Direct(routing_id, Failure(None, error))]
+        body = frames[1]
+        try:
+            envelope = decode_envelope(body.bytes)
+        except ZchatError as error:
+            return [Direct(routing_id, Failure(None, error))]
+        try:
+            request = parse_request(envelope)
+        except ZchatError as error:
+            return [Direct(routing_id, Failure(envelope.request_id, error))]
+        assert envelope.request_id is not None
+        connection = Connection(routing_id, _peer_address(body))
+        if isinstance(request, Register | Login):
+            task = asyncio.create_task(self.authenticate(connection, envelope.request_id, request))
+            self._auth_tasks.add(task)
+            task.add_done_callback(self._auth_tasks.discard)
+            return []
+        return dispatch(self.state, connection, envelope.request_id, request, now_ms())
+
+    async def authenticate(
+        self, connection: Connection, request_id: int, request: Register | Login
+    ) -> None:
+        """Hash or verify the password off the event loop, then let the core decide."""
+        loop = asyncio.get_running_loop()
+        checked: Request
+        if isinstance(request, Register):
+            password_hash = await loop.run_in_executor(
+                self.hash_pool, self.hasher.hash, request.password
+            )
+            checked = NewAccount(request.user, password_hash)
+        else:
+            account = self.state.storage.account(request.user)
+            ok = await loop.run_in_executor(
+                self.hash_pool,
+                self.hasher.verify,
+                account.password_hash if account else None,
+                request.password,
+            )
+            checked = CheckedLogin(account.name if ok and account else None)
+        self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
+
+    def commit_and_send(self, outbox: list[Outgoing]) -> None:
+        """Commit what the batch stored, then send its replies and publications."""
+        if not outbox:
+            return
+        self.state.storage.commit()
+        for item in outbox:
+            if isinstance(item, Publish):
+                self._publisher.send_multipart((item.topic, item.body), copy=False)
+            else:
+                # ROUTER drops a message for a peer that is gone or past its HWM; never blocks.
+                self._router_now.send_multipart(
+                    (item.routing_id, encode_outgoing(item.message)), copy=False
+                )
+
+    async def aclose(self) -> None:
+        """Cancel login and register work in flight."""
+        for task in list(self._auth_tasks):
+            task.cancel()
+        await asyncio.gather(*self._auth_tasks, return_exceptions=True)
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return "unknown"
+
+
+async def run_broker(
+    config: BrokerConfig,
+    stop: asyncio.Event,
+    on_ready: Callable[[Endpoints], None] = lambda endpoints: None,
+) -> None:
+    """Run a broker until ``stop`` is set; closes sockets, context and database on the way out."""
+    context = zmq.asyncio.Context()
+    router = context.socket(zmq.ROUTER)
+    publisher = context.socket(zmq.PUB)
+    storage = None
+    hash_pool = ThreadPoolExecutor(config.hash_workers, thread_name_prefix="zchat-hash")
+    try:
+        for socket in (router, publisher):
+            _configure(socket)
+        router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
+        publisher.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+        router.bind(f"tcp://{config.host}:{config.port or '*'}")
+        publisher.bind(f"tcp://{config.host}:{config.pub_port or '*'}")
+        endpoints = Endpoints(config.host, _bound_port(router), _bound_port(publisher))
+
+        config.database_path.parent.mkdir(parents=True, exist_ok=True)
+        storage = SqliteStorage(config.database_path)
+        settings = BrokerSettings(pub_port=endpoints.pub_port)
+        state = load_state(BrokerState(storage, settings))
+        shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)
+        on_ready(endpoints)
+        async with asyncio.TaskGroup() as tasks:
+            serving = tasks.create_task(shell.serve())
+            leases = tasks.create_task(shell.expire_leases())
+            await stop.wait()
+            serving.cancel()
+            leases.cancel()
+        await shell.aclose()
+    finally:
+        hash_pool.shutdown(wait=True, cancel_futures=True)
+        router.close(linger=1000)
+        publisher.close(linger=1000)
+        context.term()
+        if storage is not None:
+            storage.close()

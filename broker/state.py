@@ -1,0 +1,90 @@
+"""The broker's in-memory state: sessions, rooms and who is in which.
+
+Plain data; the functions that change it live in `membership` and `handlers`.
+Nothing here reads the clock or opens a socket: time and randomness come in.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zchat.protocol import RoomCipher, new_room_key, room_topic
+from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
+
+from .storage import Storage
+
+EXPIRED_ROUTES_KEPT = 10_000
+"""How many expired connections are remembered to answer `session_expired` (oldest forgotten)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One DEALER connection as the ROUTER sees it."""
+
+    routing_id: bytes
+    peer: str
+    """The peer's IP address, for the operator's log only."""
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """A logged-in user on one connection."""
+
+    session_id: str
+    user: str
+    connection: Connection
+    last_seen_ms: int
+    rooms: set[str] = field(default_factory=set)
+    """Keys (`name_key`) of the rooms this session is in."""
+
+
+@dataclass(eq=False, slots=True)
+class Room:
+    """A room: its stream position, current key and members."""
+
+    name: str
+    topic: bytes
+    seq: int
+    cipher: RoomCipher
+    sessions: dict[str, Session] = field(default_factory=dict)
+    """Member sessions by session id."""
+    user_sessions: dict[str, int] = field(default_factory=dict)
+    """How many of its sessions each member user has here (a user is one member)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """What `hello` tells clients, and the lease the core enforces."""
+
+    pub_port: int
+    server: str = "zchat"
+    ping_interval_ms: int = PING_INTERVAL_MS
+    lease_ms: int = LEASE_MS
+
+
+@dataclass(eq=False)
+class BrokerState:
+    """Everything the core knows; one per broker, passed to every handler."""
+
+    storage: Storage
+    settings: BrokerSettings
+    new_key: Callable[[], bytes] = new_room_key
+    new_session_id: Callable[[], str] = lambda: secrets.token_hex(16)
+    sessions: dict[bytes, Session] = field(default_factory=dict)
+    """Live sessions by the routing id of their connection."""
+    expired: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    """Connections whose session the lease ended, so they hear `session_expired`."""
+    rooms: dict[str, Room] = field(default_factory=dict)
+    """Every room by `name_key`."""
+
+    def make_room(self, name: str, last_seq: int) -> Room:
+        """A room object with a fresh key; the caller stores and registers it."""
+        return Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
+
+    def remember_expired(self, routing_id: bytes) -> None:
+        self.expired[routing_id] = None
+        if len(self.expired) > EXPIRED_ROUTES_KEPT:
+            self.expired.popitem(last=False)
