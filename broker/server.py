@@ -64,12 +64,12 @@ class Endpoints:
     pub_port: int
 
 
-def _bound_port(socket: zmq.Socket[bytes]) -> int:
-    endpoint = socket.get(zmq.LAST_ENDPOINT).decode()
+def _bound_port(socket: zmq.asyncio.Socket) -> int:
+    endpoint = socket.get_string(zmq.LAST_ENDPOINT)
     return int(endpoint.rsplit(":", 1)[1])
 
 
-def _configure(socket: zmq.Socket[bytes]) -> None:
+def _configure(socket: zmq.asyncio.Socket) -> None:
     socket.setsockopt(zmq.LINGER, 1000)
     socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
@@ -97,8 +97,9 @@ class BrokerShell:
     ) -> None:
         self.state = state
         self.router = router
-        self._router_now = zmq.Socket.shadow(router.underlying)
-        self._publisher = zmq.Socket.shadow(publisher.underlying)
+        # Blocking-free twins of the asyncio sockets, for draining and sending in a batch.
+        self._router_now: zmq.Socket[bytes] = zmq.Socket.shadow(router.underlying)
+        self._publisher: zmq.Socket[bytes] = zmq.Socket.shadow(publisher.underlying)
         self.hasher = hasher
         self.hash_pool = hash_pool
         self._auth_tasks: set[asyncio.Task[None]] = set()
@@ -106,7 +107,7 @@ class BrokerShell:
     async def serve(self) -> None:
         """Handle requests until cancelled."""
         while True:
-            await self.router.poll(flags=zmq.POLLIN)
+            await self.router.poll()  # POLLIN
             outbox: list[Outgoing] = []
             for _ in range(BATCH_LIMIT):
                 try:

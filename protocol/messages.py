@@ -49,7 +49,7 @@ def parse_fields(cls: type[T], args: object, what: str) -> T:
     if not isinstance(args, dict):
         raise InvalidRequest(f"{what}: args must be a map")
     values: dict[str, Any] = {}
-    for name, accepted, required in _field_types(cls):
+    for name, accepted, required in _field_types(cls):  # type: ignore[arg-type]
         if name not in args:
             if required:
                 raise InvalidRequest(f"{what}: missing field {name!r}")
