@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 import zmq
 
+from zchat.protocol.limits import LEASE_MS
+
 from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, BrokerConfig
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
@@ -38,12 +40,28 @@ from .sqlite_storage import StorageError
     default="INFO",
     show_default=True,
 )
-def main(host: str, port: int, pub_port: int, data_dir: Path | None, log_level: str) -> None:
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=1.0, max=3600.0),
+    default=LEASE_MS / 1000,
+    show_default=True,
+    help="Seconds without a ping after which a client is dropped from its rooms.",
+)
+def main(
+    host: str, port: int, pub_port: int, data_dir: Path | None, log_level: str, lease_s: float
+) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = BrokerConfig(host=host, port=port, pub_port=pub_port, data_dir=data_dir)
+    config = BrokerConfig(
+        host=host,
+        port=port,
+        pub_port=pub_port,
+        data_dir=data_dir,
+        lease_ms=int(lease_s * 1000),
+    )
 
     def ready(endpoints: Endpoints) -> None:
         click.echo(f"Running chat server at {endpoints.host}:{endpoints.port}")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from zchat.protocol.limits import LEASE_MS
+
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5000
 DEFAULT_PUB_PORT = 5001
@@ -26,6 +28,8 @@ class BrokerConfig:
     port: int = DEFAULT_PORT
     pub_port: int = DEFAULT_PUB_PORT
     data_dir: Path | None = None
+    lease_ms: int = LEASE_MS
+    """A session silent this long is ended; clients ping three times per lease."""
     hash_workers: int = 2
     """Threads hashing passwords; each Argon2 hash holds 64 MiB while it runs."""
 

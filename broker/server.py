@@ -219,7 +219,11 @@ async def run_broker(
 
         config.database_path.parent.mkdir(parents=True, exist_ok=True)
         storage = SqliteStorage(config.database_path)
-        settings = BrokerSettings(pub_port=endpoints.pub_port)
+        settings = BrokerSettings(
+            pub_port=endpoints.pub_port,
+            lease_ms=config.lease_ms,
+            ping_interval_ms=config.lease_ms // 3,
+        )
         state = load_state(BrokerState(storage, settings))
         shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)
         on_ready(endpoints)

@@ -1,0 +1,81 @@
+"""Drive the broker core directly, without sockets: requests in, outgoing messages out."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from zchat.broker.handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from zchat.broker.outgoing import Direct, Failure, Outgoing, Publish, Result
+from zchat.broker.state import BrokerSettings, BrokerState, Connection
+from zchat.broker.storage import MemoryStorage
+from zchat.protocol import Request, RoomEvent, RoomKey, SealedEvent
+from zchat.protocol.sealing import RoomCipher
+
+
+@dataclass
+class CoreHarness:
+    """A broker state on memory storage, with a clock the test moves."""
+
+    now_ms: int = 1_000_000
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+    state: BrokerState = field(init=False)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        keys = (bytes([n % 256]) * 32 for n in itertools.count(1))
+        sessions = (f"s{n}" for n in itertools.count(1))
+        self.state = load_state(
+            BrokerState(
+                self.storage,
+                BrokerSettings(pub_port=5001, lease_ms=15_000, ping_interval_ms=5_000),
+                new_key=lambda: next(keys),
+                new_session_id=lambda: next(sessions),
+            )
+        )
+
+    def connection(self, name: str) -> Connection:
+        return Connection(name.encode(), "127.0.0.1")
+
+    def send(self, conn: Connection, request: Request) -> list[Outgoing]:
+        return dispatch(self.state, conn, next(self._ids), request, self.now_ms)
+
+    def call(self, conn: Connection, request: Request) -> Result | Failure:
+        """The reply to ``request`` (the first outgoing item is always the reply)."""
+        reply = self.send(conn, request)[0]
+        assert isinstance(reply, Direct) and reply.message is not None
+        assert isinstance(reply.message, Result | Failure)
+        return reply.message
+
+    def ok(self, conn: Connection, request: Request) -> dict[str, object]:
+        reply = self.call(conn, request)
+        assert isinstance(reply, Result), reply
+        return reply.data
+
+    def login(self, name: str, user: str | None = None) -> Connection:
+        """A connection logged in as ``user`` (registered if new)."""
+        conn = self.connection(name)
+        user = user or name
+        if self.storage.account(user) is None:
+            self.ok(conn, NewAccount(user, "hash"))
+        self.ok(conn, CheckedLogin(user))
+        return conn
+
+    def expire(self) -> list[Outgoing]:
+        return expire_sessions(self.state, self.now_ms)
+
+
+def publications(outgoing: list[Outgoing]) -> list[Publish]:
+    return [item for item in outgoing if isinstance(item, Publish)]
+
+
+def key_events(outgoing: list[Outgoing]) -> dict[bytes, RoomKey]:
+    return {
+        item.routing_id: item.message
+        for item in outgoing
+        if isinstance(item, Direct) and isinstance(item.message, RoomKey)
+    }
+
+
+def open_publication(publication: Publish, cipher: RoomCipher) -> RoomEvent:
+    return cipher.open(publication.topic, SealedEvent.parse(publication.body))

@@ -1,0 +1,71 @@
+"""A bare protocol client on raw sockets, for testing the broker apart from the client library."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import zmq
+
+from tests.processes import RunningBroker
+from zchat.protocol import Login, Register, Reply, Request, decode_incoming, encode_request
+from zchat.protocol.messages import Event
+
+TIMEOUT_MS = 10_000
+
+
+class WireClient:
+    """One DEALER connection speaking the protocol synchronously."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], broker: RunningBroker) -> None:
+        self.dealer = context.socket(zmq.DEALER)
+        self.dealer.setsockopt(zmq.LINGER, 0)
+        self.dealer.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+        self.dealer.connect(broker.endpoint)
+        self._ids = itertools.count(1)
+        self.events: list[Event] = []
+
+    def send_raw(self, *frames: bytes) -> None:
+        self.dealer.send_multipart(frames)
+
+    def receive(self) -> Reply | Event:
+        return decode_incoming(self.dealer.recv())
+
+    def reply(self) -> Reply:
+        """The next reply, keeping any events that arrive before it."""
+        while True:
+            message = self.receive()
+            if isinstance(message, Reply):
+                return message
+            self.events.append(message)
+
+    def call(self, request: Request) -> Reply:
+        request_id = next(self._ids)
+        self.dealer.send(encode_request(request_id, request))
+        reply = self.reply()
+        assert reply.request_id == request_id
+        return reply
+
+    def ok(self, request: Request) -> dict[str, Any]:
+        reply = self.call(request)
+        assert reply.error is None, reply.error
+        assert reply.result is not None
+        return reply.result
+
+    def sign_up(self, user: str, password: str = "correct horse") -> None:
+        self.ok(Register(user=user, password=password))
+        self.ok(Login(user=user, password=password))
+
+    def close(self) -> None:
+        self.dealer.close(0)
+
+
+def subscriber(
+    context: zmq.Context[zmq.Socket[bytes]], broker: RunningBroker, topic: bytes
+) -> zmq.Socket[bytes]:
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+    sub.setsockopt(zmq.SUBSCRIBE, topic)
+    sub.connect(f"tcp://{broker.host}:{broker.pub_port}")
+    return sub
