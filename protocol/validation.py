@@ -55,9 +55,7 @@ def check_text(value: str) -> None:
         raise TextTooLong(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES}")
     control = _TEXT_CONTROLS.search(value)
     if control is not None:
-        raise InvalidText(
-            f"text must not contain control character U+{ord(control.group()):04X}"
-        )
+        raise InvalidText(f"text must not contain control character U+{ord(control.group()):04X}")
 
 
 def check_password(value: str) -> None:
