@@ -1,0 +1,143 @@
+"""Request/reply correlation over the DEALER socket.
+
+Each request gets a fresh id and a future; one reader task decodes whatever
+the broker sends, resolves the future its id names, and hands unasked events
+(`room_key`, `session_ended`) to a callback. So any number of requests can be
+in flight, and none waits forever: each has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from zchat.protocol import Event, Reply, Request, ZchatError, decode_incoming, encode_request
+
+from .errors import ClientClosed, RequestTimedOut
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Result = dict[str, Any]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a request may wait for its reply."""
+
+
+class Connection:
+    """One DEALER connection to the broker's ROUTER; owns the socket once started."""
+
+    def __init__(
+        self,
+        dealer: zmq.asyncio.Socket,
+        on_event: Callable[[Event], None],
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._dealer = dealer
+        self._on_event = on_event
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Result], Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def connect(self, endpoint: str) -> None:
+        """Connect the DEALER; requests queue until the broker is there."""
+        self._dealer.connect(endpoint)
+
+    def start(self) -> None:
+        """Start reading replies; call once, from inside the event loop."""
+        self._reader = asyncio.create_task(self._read(), name="zchat-dealer-reader")
+
+    async def request(self, request: Request, timeout: float | None = None) -> Result:
+        """Send ``request`` and return the ``ok`` map of its reply.
+
+        Raises the typed `ZchatError` of an error reply, `RequestTimedOut`, or
+        `ClientClosed`.
+        """
+        return await self.call(request, _unchanged, timeout)
+
+    async def call(
+        self, request: Request, apply: Callable[[Result], T], timeout: float | None = None
+    ) -> T:
+        """Like `request`, but ``apply`` turns the result into the return value.
+
+        ``apply`` runs in the reader as the reply arrives, before any later frame
+        is read, so state it updates (keys, subscriptions) is in place before the
+        events that follow the reply are handled. An error it raises is raised here.
+        """
+        if self._closed:
+            raise ClientClosed(f"cannot send {request.OP}: the client is closed")
+        request_id = next(self._ids)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (future, apply)
+        limit = self._timeout if timeout is None else timeout
+        try:
+            await self._dealer.send(encode_request(request_id, request))
+            async with asyncio.timeout(limit):
+                return await future
+        except TimeoutError as exc:
+            raise RequestTimedOut(
+                f"the broker did not answer {request.OP} within {limit:g} s"
+            ) from exc
+        except zmq.ZMQError as exc:
+            raise ClientClosed(f"cannot send {request.OP}: {exc}") from exc
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                frame = await self._dealer.recv()
+            except zmq.ZMQError as exc:  # the socket was closed under us
+                log.debug("dealer reader stops: %s", exc)
+                return
+            try:
+                incoming = decode_incoming(frame)
+            except ZchatError as exc:
+                log.warning("ignoring a frame from the broker: %s", exc)
+                continue
+            if isinstance(incoming, Reply):
+                self._resolve(incoming)
+            else:
+                self._on_event(incoming)
+
+    def _resolve(self, reply: Reply) -> None:
+        pending = self._pending.get(reply.request_id) if reply.request_id is not None else None
+        if pending is None or pending[0].done():
+            # A reply to a request that timed out, or an error with no id to route by.
+            log.warning("unmatched reply id=%s error=%s", reply.request_id, reply.error)
+            return
+        future, apply = pending
+        if reply.error is not None:
+            future.set_exception(reply.error)
+            return
+        try:
+            future.set_result(apply(reply.result or {}))
+        except ZchatError as exc:
+            future.set_exception(exc)
+
+    async def aclose(self) -> None:
+        """Fail pending requests, stop the reader and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(ClientClosed("the client was closed"))
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._dealer.close()
+
+
+def _unchanged(result: Result) -> Result:
+    return result
