@@ -1,0 +1,137 @@
+"""How events and replies look on screen, as styled fragments or plain lines.
+
+Everything the broker relays is made safe to print here: the broker refuses
+control characters in texts, but a client never trusts that, so no escape
+character received from the network reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime, tzinfo
+
+from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded, ZchatError
+from zchat.protocol.errors import (
+    BadCredentials,
+    InvalidName,
+    InvalidPassword,
+    NameTaken,
+    NotMember,
+)
+
+from .events import ClientEvent, Disconnected, RoomInfo
+
+Fragments = list[tuple[str, str]]
+"""prompt_toolkit's formatted text: (style, text) pairs."""
+
+PALETTE = (
+    "ansired",
+    "ansigreen",
+    "ansiyellow",
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansibrightred",
+    "ansibrightgreen",
+    "ansibrightyellow",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+)
+
+NOTICE_STYLE = "italic"
+ERROR_STYLE = "ansired"
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters, and bidi overrides that could make a line read backwards."""
+
+
+def user_colour(name: str) -> str:
+    """A colour for a user that is the same in every client and every run.
+
+    crc32, not ``hash()``: Python salts string hashes per process.
+    """
+    return PALETTE[zlib.crc32(name.casefold().encode("utf-8")) % len(PALETTE)]
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text: str, *, one_line: bool = False) -> str:
+    """Text with every control character shown as an escape, never sent raw.
+
+    Tab and newline are kept unless ``one_line``, where they become ``\\t``/``\\n``
+    so one event is always one line.
+    """
+    if one_line:
+        text = text.replace("\t", "\\t").replace("\n", "\\n")
+    else:
+        text = text.replace("\t", "    ")
+    return _UNSAFE.sub(_escape, text)
+
+
+def clock(ts_ms: int, tz: tzinfo | None = None) -> str:
+    """``HH:MM:SS`` of a broker timestamp, in local time unless ``tz`` is given."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz).strftime("%H:%M:%S")
+
+
+def event_fragments(
+    event: ClientEvent, *, one_line: bool = False, tz: tzinfo | None = None
+) -> Fragments:
+    """One event as styled fragments; `plain` turns them into the line a script reads."""
+    if isinstance(event, RoomEvent):
+        user = safe(event.user, one_line=True)
+        room = safe(event.room, one_line=True)
+        if event.kind is RoomEventKind.MESSAGE:
+            return [
+                ("", f"[{clock(event.ts_ms, tz)}] "),
+                (f"bold {user_colour(event.user)}", user),
+                ("", ": " + safe(event.text, one_line=one_line)),
+            ]
+        verb = "joined" if event.kind is RoomEventKind.JOINED else "left"
+        return [
+            (user_colour(event.user), user),
+            (NOTICE_STYLE, f" {verb} room [{room}]"),
+        ]
+    if isinstance(event, SessionEnded):
+        reason = safe(event.reason, one_line=True)
+        return [(ERROR_STYLE, f"The broker ended your session ({reason}). Log in again.")]
+    if isinstance(event, Disconnected):
+        return [(ERROR_STYLE, f"Connection trouble: {safe(event.reason, one_line=True)}.")]
+    raise TypeError(f"not a client event: {event!r}")
+
+
+def plain(fragments: Fragments) -> str:
+    """The text of fragments without any styling."""
+    return "".join(text for _, text in fragments)
+
+
+def room_lines(rooms: Iterable[RoomInfo]) -> list[str]:
+    """The room list as the seed app showed it: ``* room1 <2>``."""
+    return [f"* {safe(room.name, one_line=True)} <{room.members}>" for room in rooms]
+
+
+def members_line(room: str, members: Sequence[str]) -> str:
+    """``Members of [room1] <2>: alice, bob``."""
+    names = ", ".join(safe(name, one_line=True) for name in members)
+    return f"Members of [{safe(room, one_line=True)}] <{len(members)}>: {names}"
+
+
+def describe(error: ZchatError, user: str = "") -> str:
+    """One line telling a person what went wrong, for the errors they can fix."""
+    name = safe(user, one_line=True)
+    if isinstance(error, BadCredentials):
+        return "Wrong username or password."
+    if isinstance(error, NameTaken):
+        return f"Username {name} is taken."
+    if isinstance(error, InvalidPassword):
+        return f"Password not accepted: {safe(error.message, one_line=True)}."
+    if isinstance(error, InvalidName):
+        return f"Invalid name: {safe(error.message, one_line=True)}."
+    if isinstance(error, NotMember):
+        return "You are not in that room."
+    return safe(error.message, one_line=True)
