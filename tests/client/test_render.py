@@ -1,0 +1,134 @@
+"""What events and lists look like on screen, and that nothing raw reaches the terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, timedelta, timezone
+
+import pytest
+
+from zchat.client.events import Disconnected, RoomInfo
+from zchat.client.render import (
+    PALETTE,
+    clock,
+    describe,
+    event_fragments,
+    members_line,
+    plain,
+    room_lines,
+    safe,
+    user_colour,
+)
+from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded
+from zchat.protocol.errors import (
+    BadCredentials,
+    InvalidPassword,
+    NameTaken,
+    NotLoggedIn,
+)
+
+TS = 1_764_000_691_000  # 2025-11-24 16:11:31 UTC
+
+
+def message(text: str, user: str = "alice") -> RoomEvent:
+    return RoomEvent("room1", 7, RoomEventKind.MESSAGE, user, TS, text)
+
+
+def test_message_line() -> None:
+    assert plain(event_fragments(message("hello"), tz=UTC)) == "[16:11:31] alice: hello"
+
+
+def test_time_is_shown_in_the_given_zone() -> None:
+    assert clock(TS, timezone(timedelta(hours=2))) == "18:11:31"
+
+
+def test_join_and_leave_notices() -> None:
+    joined = RoomEvent("room1", 8, RoomEventKind.JOINED, "prachi", TS)
+    left = RoomEvent("room1", 9, RoomEventKind.LEFT, "prachi", TS)
+    assert plain(event_fragments(joined)) == "prachi joined room [room1]"
+    assert plain(event_fragments(left)) == "prachi left room [room1]"
+
+
+def test_session_end_and_disconnection_are_said_plainly() -> None:
+    assert "ended your session (expired)" in plain(event_fragments(SessionEnded("expired")))
+    assert "not answering" in plain(event_fragments(Disconnected("the broker is not answering")))
+
+
+def test_sender_is_coloured_with_a_palette_colour() -> None:
+    fragments = event_fragments(message("hi", user="bob"))
+    styles = {text: style for style, text in fragments}
+    assert user_colour("bob") in styles["bob"]
+
+
+def colours_in_a_fresh_process(hash_seed: str) -> str:
+    code = "from zchat.client.render import user_colour as c; print(c('alice'), c('bob'), c('prachi'))"
+    env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_user_colour_is_the_same_in_every_process() -> None:
+    here = f"{user_colour('alice')} {user_colour('bob')} {user_colour('prachi')}\n"
+    assert colours_in_a_fresh_process("1") == here
+    assert colours_in_a_fresh_process("2") == here
+
+
+def test_user_colour_ignores_case_and_spreads_over_the_palette() -> None:
+    assert user_colour("alice") == user_colour("Alice")
+    names = [f"user{n}" for n in range(60)]
+    assert len({user_colour(name) for name in names}) >= len(PALETTE) // 2
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("\x1b[2Jgotcha", "\\x1b[2Jgotcha"),
+        ("bell\x07", "bell\\x07"),
+        ("cr\roverwrite", "cr\\x0doverwrite"),
+        ("c1\x9b31m", "c1\\x9b31m"),
+        ("evil\u202etxt.exe", "evil\\u202etxt.exe"),
+        ("héllo wörld ✓ 日本", "héllo wörld ✓ 日本"),
+    ],
+)
+def test_control_characters_are_never_written_raw(text: str, shown: str) -> None:
+    assert safe(text) == shown
+    assert plain(event_fragments(message(text))).endswith(f"alice: {shown}")
+
+
+def test_one_line_mode_escapes_newlines_and_tabs() -> None:
+    assert safe("a\nb\tc", one_line=True) == "a\\nb\\tc"
+    line = plain(event_fragments(message("two\nlines"), one_line=True))
+    assert "\n" not in line
+    assert line.endswith("alice: two\\nlines")
+
+
+def test_multi_line_mode_keeps_newlines_and_expands_tabs() -> None:
+    assert safe("a\nb\tc") == "a\nb    c"
+
+
+def test_room_list_like_the_seed_app() -> None:
+    rooms = [RoomInfo("default", 0), RoomInfo("room1", 1)]
+    assert room_lines(rooms) == ["* default <0>", "* room1 <1>"]
+
+
+def test_members_line_counts_and_lists() -> None:
+    assert members_line("room1", ["alice", "bob"]) == "Members of [room1] <2>: alice, bob"
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (BadCredentials("bad credentials"), "Wrong username or password."),
+        (NameTaken("taken"), "Username alice is taken."),
+        (
+            InvalidPassword("password must be at least 8 characters"),
+            "Password not accepted: password must be at least 8 characters.",
+        ),
+        (NotLoggedIn("log in first"), "log in first"),
+    ],
+)
+def test_errors_are_described_for_people(error: Exception, line: str) -> None:
+    assert describe(error, "alice") == line  # type: ignore[arg-type]
