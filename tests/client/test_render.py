@@ -63,7 +63,9 @@ def test_sender_is_coloured_with_a_palette_colour() -> None:
 
 
 def colours_in_a_fresh_process(hash_seed: str) -> str:
-    code = "from zchat.client.render import user_colour as c; print(c('alice'), c('bob'), c('prachi'))"
+    code = (
+        "from zchat.client.render import user_colour as c; print(c('alice'), c('bob'), c('prachi'))"
+    )
     env = dict(os.environ, PYTHONHASHSEED=hash_seed)
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True

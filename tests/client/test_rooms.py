@@ -9,7 +9,9 @@ TOPIC = room_topic("room1")
 KEY1, KEY2 = new_room_key(), new_room_key()
 
 
-def publication(seq: int, text: str, kid: int = 1, key: bytes = KEY1, topic: bytes = TOPIC) -> bytes:
+def publication(
+    seq: int, text: str, kid: int = 1, key: bytes = KEY1, topic: bytes = TOPIC
+) -> bytes:
     return RoomCipher(kid, key).seal(topic, seq, RoomEventKind.MESSAGE, "alice", 1000 + seq, text)
 
 
