@@ -5,16 +5,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 import zmq
 
 from zchat.protocol.limits import LEASE_MS
 
-from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_PORT, BrokerConfig
+from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_HWM, DEFAULT_PUB_PORT, BrokerConfig
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
+from .throttle import Limits
+
+LIMIT_OPTIONS: dict[str, tuple[click.ParamType[Any], str]] = {
+    "message_rate": (click.FloatRange(min=0.1), "Messages per second per session."),
+    "message_burst": (click.IntRange(min=1), "Messages a session may send at once."),
+    "login_free_failures": (
+        click.IntRange(min=0),
+        "Failed logins per account or address answered without delay.",
+    ),
+    "login_max_failures": (click.IntRange(min=1), "Failed logins before too_many_attempts."),
+    "login_delay_ms": (click.IntRange(min=0), "First login delay; doubles per failure."),
+    "login_max_delay_ms": (click.IntRange(min=0), "Longest login delay."),
+    "login_window_ms": (click.IntRange(min=1000), "Failed logins are forgotten after this."),
+    "registrations_per_hour": (
+        click.FloatRange(min=0.01),
+        "Accounts one address may create per hour.",
+    ),
+    "registration_burst": (click.IntRange(min=1), "Accounts one address may create at once."),
+    "sessions_per_address": (click.IntRange(min=1), "Sessions one address may hold."),
+    "rooms_per_session": (click.IntRange(min=1), "Rooms one session may be in at once."),
+    "pending_auth_per_address": (
+        click.IntRange(min=1),
+        "Logins and registrations one address may have waiting.",
+    ),
+}
+"""One option per abuse limit, by `Limits` field; the flag is the field's name, defaults from
+`Limits`."""
+
+
+def limit_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Add the `LIMIT_OPTIONS` to a click command."""
+    defaults = Limits()
+    for name, (kind, help_text) in reversed(LIMIT_OPTIONS.items()):
+        flag = "--" + name.replace("_", "-")
+        command = click.option(
+            flag,
+            name,
+            type=kind,
+            default=getattr(defaults, name),
+            show_default=True,
+            help=help_text,
+        )(command)
+    return command
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,8 +93,23 @@ from .sqlite_storage import StorageError
     show_default=True,
     help="Seconds without a ping after which a client is dropped from its rooms.",
 )
+@click.option(
+    "--pub-hwm",
+    type=click.IntRange(min=100),
+    default=DEFAULT_PUB_HWM,
+    show_default=True,
+    help="Room events queued per subscriber before ZeroMQ drops for that subscriber.",
+)
+@limit_options
 def main(
-    host: str, port: int, pub_port: int, data_dir: Path | None, log_level: str, lease_s: float
+    host: str,
+    port: int,
+    pub_port: int,
+    data_dir: Path | None,
+    log_level: str,
+    lease_s: float,
+    pub_hwm: int,
+    **limits: Any,
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
     logging.basicConfig(
@@ -61,6 +121,8 @@ def main(
         pub_port=pub_port,
         data_dir=data_dir,
         lease_ms=int(lease_s * 1000),
+        pub_hwm=pub_hwm,
+        limits=Limits(**limits),
     )
 
     def ready(endpoints: Endpoints) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
 from zchat.protocol.limits import LEASE_MS
 
+from .throttle import Limits
+
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5000
 DEFAULT_PUB_PORT = 5001
+DEFAULT_PUB_HWM = 10_000
 DATABASE_FILE = "zchat.sqlite3"
 
 
@@ -30,6 +33,9 @@ class BrokerConfig:
     data_dir: Path | None = None
     lease_ms: int = LEASE_MS
     """A session silent this long is ended; clients ping three times per lease."""
+    limits: Limits = field(default_factory=Limits)
+    pub_hwm: int = DEFAULT_PUB_HWM
+    """Room events queued per subscriber before ZeroMQ drops (bounds memory per slow reader)."""
     hash_workers: int = 2
     """Threads hashing passwords; each Argon2 hash holds 64 MiB while it runs."""
 

@@ -36,17 +36,21 @@ from zchat.protocol.errors import (
     AlreadyLoggedIn,
     BadCredentials,
     InternalError,
+    LimitReached,
     NameTaken,
     NotLoggedIn,
     NotMember,
+    RateLimited,
     SessionExpired,
 )
 from zchat.protocol.limits import DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_BYTES, PROTOCOL_VERSION
 from zchat.protocol.validation import name_key
 
+from .admission import record_login
 from .membership import end_session, find_or_create_room, join_room, leave_room, publish_event
 from .outgoing import Direct, Failure, Outgoing, Result
 from .state import BrokerState, Connection, Room, Session
+from .throttle import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +67,11 @@ class NewAccount(Request):
 
 @dataclass(frozen=True, slots=True)
 class CheckedLogin(Request):
-    """A `login` the shell has checked: ``account`` is the registered name, or None if wrong."""
+    """A `login` for ``user`` the shell has checked: ``account`` is the registered name, or None."""
 
     OP = "login"
     NEEDS_SESSION = False
+    user: str
     account: str | None
 
 
@@ -121,12 +126,23 @@ def handle_login(ctx: Context, request: CheckedLogin) -> dict[str, Any]:
     state = ctx.state
     if ctx.session is not None:
         raise AlreadyLoggedIn(f"this connection is already logged in as {ctx.session.user}")
+    peer = ctx.connection.peer
+    record_login(state, request.user, peer, request.account is not None, ctx.now_ms)
     if request.account is None:
         raise BadCredentials("wrong username or password")
+    limits = state.settings.limits
+    sessions_here = state.sessions_per_peer.get(peer, 0)
+    if sessions_here >= limits.sessions_per_address:
+        raise LimitReached(f"at most {limits.sessions_per_address} sessions per address")
     session = Session(
-        state.new_session_id(), request.account, ctx.connection, last_seen_ms=ctx.now_ms
+        state.new_session_id(),
+        request.account,
+        ctx.connection,
+        last_seen_ms=ctx.now_ms,
+        send_bucket=TokenBucket.full(limits.message_rate, limits.message_burst, ctx.now_ms),
     )
     state.sessions[ctx.connection.routing_id] = session
+    state.sessions_per_peer[peer] = sessions_here + 1
     state.expired.pop(ctx.connection.routing_id, None)
     logger.info("%s logged in from <%s>", session.user, ctx.connection.peer)
     return {"user": session.user, "session": session.session_id}
@@ -147,6 +163,9 @@ def handle_rooms(ctx: Context, request: ListRooms) -> dict[str, Any]:
 
 def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
     """join {room} -> {room, created, topic, kid, key, seq, members}"""
+    limit = ctx.state.settings.limits.rooms_per_session
+    if len(ctx.member.rooms) >= limit and name_key(request.room) not in ctx.member.rooms:
+        raise LimitReached(f"at most {limit} rooms at once; leave one first")
     room, created = find_or_create_room(ctx.state, request.room)
     join_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
     return {
@@ -176,6 +195,12 @@ def handle_members(ctx: Context, request: Members) -> dict[str, Any]:
 def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
     """send {room, text} -> {room, seq, ts_ms}"""
     room = ctx.joined_room(request.room)
+    bucket = ctx.member.send_bucket
+    if not bucket.take(ctx.now_ms):
+        raise RateLimited(
+            f"slow down: at most {bucket.rate:g} messages per second; "
+            f"retry in {bucket.wait_ms()} ms"
+        )
     seq = publish_event(
         ctx.state,
         room,

@@ -99,4 +99,8 @@ def end_session(
         leave_room(state, session, room, now_ms, outbox)
         left.append(room.name)
     del state.sessions[session.connection.routing_id]
+    peer = session.connection.peer
+    remaining = state.sessions_per_peer.pop(peer) - 1
+    if remaining:
+        state.sessions_per_peer[peer] = remaining
     return left

@@ -29,8 +29,9 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import MalformedFrame
+from zchat.protocol.errors import LimitReached, MalformedFrame
 
+from .admission import admit_login, admit_registration
 from .config import BrokerConfig
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
 from .outgoing import Direct, Failure, Outgoing, Publish, Result
@@ -48,7 +49,6 @@ HEARTBEAT_IVL_MS = 2_000
 HEARTBEAT_TIMEOUT_MS = 6_000
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
-PUB_SNDHWM = 100_000
 
 
 def now_ms() -> int:
@@ -103,6 +103,8 @@ class BrokerShell:
         self.hasher = hasher
         self.hash_pool = hash_pool
         self._auth_tasks: set[asyncio.Task[None]] = set()
+        self._pending_auth: dict[str, int] = {}
+        """Logins and registrations waiting for the hasher, per peer address."""
 
     async def serve(self) -> None:
         """Handle requests until cancelled."""
@@ -141,16 +143,46 @@ class BrokerShell:
         assert envelope.request_id is not None
         connection = Connection(routing_id, _peer_address(body))
         if isinstance(request, Register | Login):
-            task = asyncio.create_task(self.authenticate(connection, envelope.request_id, request))
-            self._auth_tasks.add(task)
-            task.add_done_callback(self._auth_tasks.discard)
-            return []
+            return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
 
-    async def authenticate(
+    def start_authentication(
         self, connection: Connection, request_id: int, request: Register | Login
+    ) -> list[Outgoing]:
+        """Admit a login or registration (cheaply), then hash on a worker thread."""
+        limits = self.state.settings.limits
+        peer = connection.peer
+        try:
+            if (
+                len(self._auth_tasks) >= limits.pending_auth_total
+                or self._pending_auth.get(peer, 0) >= limits.pending_auth_per_address
+            ):
+                raise LimitReached("too many logins waiting; try again shortly")
+            if isinstance(request, Register):
+                admit_registration(self.state, peer, now_ms())
+                delay_ms = 0
+            else:
+                delay_ms = admit_login(self.state, request.user, peer, now_ms())
+        except ZchatError as error:
+            return [Direct(connection.routing_id, Failure(request_id, error))]
+        task = asyncio.create_task(self.authenticate(connection, request_id, request, delay_ms))
+        self._auth_tasks.add(task)
+        self._pending_auth[peer] = self._pending_auth.get(peer, 0) + 1
+        task.add_done_callback(lambda done: self._finish_authentication(done, peer))
+        return []
+
+    def _finish_authentication(self, task: asyncio.Task[None], peer: str) -> None:
+        self._auth_tasks.discard(task)
+        remaining = self._pending_auth.pop(peer) - 1
+        if remaining:
+            self._pending_auth[peer] = remaining
+
+    async def authenticate(
+        self, connection: Connection, request_id: int, request: Register | Login, delay_ms: int
     ) -> None:
         """Hash or verify the password off the event loop, then let the core decide."""
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
         loop = asyncio.get_running_loop()
         checked: Request
         if isinstance(request, Register):
@@ -166,7 +198,7 @@ class BrokerShell:
                 account.password_hash if account else None,
                 request.password,
             )
-            checked = CheckedLogin(account.name if ok and account else None)
+            checked = CheckedLogin(request.user, account.name if ok and account else None)
         self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
 
     def commit_and_send(self, outbox: list[Outgoing]) -> None:
@@ -212,7 +244,7 @@ async def run_broker(
         for socket in (router, publisher):
             _configure(socket)
         router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
-        publisher.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
+        publisher.setsockopt(zmq.SNDHWM, config.pub_hwm)
         router.bind(f"tcp://{config.host}:{config.port or '*'}")
         publisher.bind(f"tcp://{config.host}:{config.pub_port or '*'}")
         endpoints = Endpoints(config.host, _bound_port(router), _bound_port(publisher))
@@ -223,6 +255,7 @@ async def run_broker(
             pub_port=endpoints.pub_port,
             lease_ms=config.lease_ms,
             ping_interval_ms=config.lease_ms // 3,
+            limits=config.limits,
         )
         state = load_state(BrokerState(storage, settings))
         shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)

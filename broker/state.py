@@ -15,6 +15,7 @@ from zchat.protocol import RoomCipher, new_room_key, room_topic
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
 
 from .storage import Storage
+from .throttle import BucketTable, FailureCounter, Limits, TokenBucket
 
 EXPIRED_ROUTES_KEPT = 10_000
 """How many expired connections are remembered to answer `session_expired` (oldest forgotten)."""
@@ -37,6 +38,8 @@ class Session:
     user: str
     connection: Connection
     last_seen_ms: int
+    send_bucket: TokenBucket
+    """The session's message rate limit."""
     rooms: set[str] = field(default_factory=set)
     """Keys (`name_key`) of the rooms this session is in."""
 
@@ -57,12 +60,13 @@ class Room:
 
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
-    """What `hello` tells clients, and the lease the core enforces."""
+    """What `hello` tells clients, and the lease and limits the core enforces."""
 
     pub_port: int
     server: str = "zchat"
     ping_interval_ms: int = PING_INTERVAL_MS
     lease_ms: int = LEASE_MS
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(eq=False)
@@ -79,6 +83,18 @@ class BrokerState:
     """Connections whose session the lease ended, so they hear `session_expired`."""
     rooms: dict[str, Room] = field(default_factory=dict)
     """Every room by `name_key`."""
+    sessions_per_peer: dict[str, int] = field(default_factory=dict)
+    login_failures_by_account: FailureCounter = field(init=False)
+    login_failures_by_address: FailureCounter = field(init=False)
+    registrations_by_address: BucketTable = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.settings.limits
+        self.login_failures_by_account = FailureCounter(limits.login_window_ms, limits.tracked_keys)
+        self.login_failures_by_address = FailureCounter(limits.login_window_ms, limits.tracked_keys)
+        self.registrations_by_address = BucketTable(
+            limits.registrations_per_hour / 3600, limits.registration_burst, limits.tracked_keys
+        )
 
     def make_room(self, name: str, last_seq: int) -> Room:
         """A room object with a fresh key; the caller stores and registers it."""

@@ -19,7 +19,10 @@ The tree, split by who is at fault::
     │   ├── AlreadyLoggedIn         this connection already holds a session
     │   ├── NameTaken               the username is registered already
     │   ├── BadCredentials          unknown user or wrong password (never says which)
-    │   └── NotMember               the session is not in that room
+    │   ├── NotMember               the session is not in that room
+    │   ├── TooManyAttempts         login or register throttled; wait and retry
+    │   ├── RateLimited             sending faster than the session's message rate
+    │   └── LimitReached            a cap is reached (sessions per address, rooms...)
     └── InternalError               the broker failed; the request may be retried
 
 `ErrorCode` values are part of the wire protocol: they never change once shipped.
@@ -49,6 +52,9 @@ class ErrorCode(StrEnum):
     NAME_TAKEN = "name_taken"
     BAD_CREDENTIALS = "bad_credentials"
     NOT_MEMBER = "not_member"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"
+    RATE_LIMITED = "rate_limited"
+    LIMIT_REACHED = "limit_reached"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -130,6 +136,18 @@ class NotMember(RequestRefused):
     code = ErrorCode.NOT_MEMBER
 
 
+class TooManyAttempts(RequestRefused):
+    code = ErrorCode.TOO_MANY_ATTEMPTS
+
+
+class RateLimited(RequestRefused):
+    code = ErrorCode.RATE_LIMITED
+
+
+class LimitReached(RequestRefused):
+    code = ErrorCode.LIMIT_REACHED
+
+
 class InternalError(ZchatError):
     code = ErrorCode.INTERNAL_ERROR
 
@@ -150,6 +168,9 @@ ERROR_TYPES: dict[ErrorCode, type[ZchatError]] = {
     ErrorCode.NAME_TAKEN: NameTaken,
     ErrorCode.BAD_CREDENTIALS: BadCredentials,
     ErrorCode.NOT_MEMBER: NotMember,
+    ErrorCode.TOO_MANY_ATTEMPTS: TooManyAttempts,
+    ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.LIMIT_REACHED: LimitReached,
     ErrorCode.INTERNAL_ERROR: InternalError,
 }
 """The one table from wire code to exception type (each type's ``code`` is the reverse)."""

@@ -58,7 +58,7 @@ class CoreHarness:
         user = user or name
         if self.storage.account(user) is None:
             self.ok(conn, NewAccount(user, "hash"))
-        self.ok(conn, CheckedLogin(user))
+        self.ok(conn, CheckedLogin(user, user))
         return conn
 
     def expire(self) -> list[Outgoing]:

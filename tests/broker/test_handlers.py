@@ -60,10 +60,11 @@ def test_register_refuses_a_taken_name_ignoring_case(core: CoreHarness) -> None:
 
 def test_login_failure_and_double_login(core: CoreHarness) -> None:
     conn = core.connection("c")
-    assert error_code(core.call(conn, CheckedLogin(None))) == ErrorCode.BAD_CREDENTIALS
+    assert error_code(core.call(conn, CheckedLogin("alice", None))) == ErrorCode.BAD_CREDENTIALS
     core.ok(conn, NewAccount("alice", "hash"))
-    assert core.ok(conn, CheckedLogin("alice"))["user"] == "alice"
-    assert error_code(core.call(conn, CheckedLogin("alice"))) == ErrorCode.ALREADY_LOGGED_IN
+    assert core.ok(conn, CheckedLogin("alice", "alice"))["user"] == "alice"
+    again = core.call(conn, CheckedLogin("alice", "alice"))
+    assert error_code(again) == ErrorCode.ALREADY_LOGGED_IN
 
 
 @pytest.mark.parametrize(
@@ -182,7 +183,7 @@ def test_lease_expires_silent_sessions_and_tells_them(core: CoreHarness) -> None
     assert core.ok(bob, Members(room="room1"))["members"] == ["bob"]
     assert len(publications(out)) == 1
     assert error_code(core.call(alice, ListRooms())) == ErrorCode.SESSION_EXPIRED
-    core.ok(alice, CheckedLogin("alice"))
+    core.ok(alice, CheckedLogin("alice", "alice"))
     assert core.ok(alice, ListRooms())
 
 
