@@ -28,9 +28,9 @@ class Limits:
     login_max_delay_ms: int = 8_000
     login_window_ms: int = 15 * 60_000
     """Failures older than this (since the last one) are forgotten."""
-    registrations_per_hour: float = 20.0
-    """Accounts one address may create per hour (sustained; a burst of 5)."""
-    registration_burst: int = 5
+    registrations_per_hour: float = 30.0
+    """Accounts one address may create per hour, sustained (a team behind one NAT...)."""
+    registration_burst: int = 10
     sessions_per_address: int = 64
     rooms_per_session: int = 64
     pending_auth_per_address: int = 4
