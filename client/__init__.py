@@ -6,6 +6,7 @@ testers); everything it raises is a `zchat.protocol.ZchatError`.
 
 from .errors import BrokerUnreachable, ClientClosed, ClientError, RequestTimedOut
 from .events import ClientEvent, Disconnected, JoinedRoom, RoomInfo
+from .replies import ServerInfo
 from .session import ChatClient
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "JoinedRoom",
     "RequestTimedOut",
     "RoomInfo",
+    "ServerInfo",
 ]

@@ -287,8 +287,11 @@ class ChatClient:
                     silent = True
                     self._events.put_nowait(Disconnected("the broker is not answering"))
                 continue
-            except (NotLoggedIn, SessionExpired):
+            except SessionExpired:
                 self._end_session(SessionEnded("expired"))
+                return
+            except NotLoggedIn:  # e.g. the broker restarted: the connection is a new one
+                self._end_session(SessionEnded("the broker no longer knows this session"))
                 return
             except ClientClosed:
                 return

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.terminal import Terminal
-from tests.processes import RunningBroker
+from tests.processes import RunningBroker, start_broker
 
 TIME = r"\[\d\d:\d\d:\d\d\]"
 ALICE_PASSWORD = "alice-secret-1"
@@ -193,3 +195,35 @@ def test_sender_names_are_coloured_unless_no_color(
     assert sender_colour(client.raw, "alice") == (not no_color)
     client.sendline("/quit")
     assert client.wait_exit() == 0
+
+
+def test_an_expired_session_is_announced_and_login_offered_again(
+    tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    broker = start_broker(tmp_path / "broker-data", "--lease", "1")
+    try:
+        client = open_client(
+            terminals, broker, "--user", "alice", "--register", "--room", "room1",
+            env={"ZCHAT_PASSWORD": ALICE_PASSWORD},
+        )  # fmt: skip
+        client.expect(r"Joined room \[room1\]")
+        client.child.kill(signal.SIGSTOP)
+        try:
+            broker.output.wait_for(r"alice timed out")
+        finally:
+            client.child.kill(signal.SIGCONT)
+        client.expect(r"The broker ended your session \(expired\)\. Log in again\.")
+        client.expect("Press 1 to register")
+        client.expect("choice:")
+        client.sendline("2")
+        client.expect("Username:")
+        client.sendline("alice")
+        client.expect("Password:")
+        client.sendline(ALICE_PASSWORD)
+        client.expect("Logged in as alice.")
+        client.expect(r"\* room1 <0>")
+        client.expect("Create New:")
+        client.child.sendeof()
+        assert client.wait_exit() == 0
+    finally:
+        assert broker.stop() == 0
