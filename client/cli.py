@@ -40,6 +40,20 @@ def read_password(password_file: Path | None) -> str | None:
     return os.environ.get(PASSWORD_ENV) or None
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at the time of writing.
+
+    Interactive mode swaps it for prompt_toolkit's proxy, which prints above the
+    prompt; a handler holding the original stream would garble the input line.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def wants_colour() -> bool:
     """Colours only on a terminal, and never when NO_COLOR is set (no-color.org)."""
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
@@ -98,7 +112,11 @@ def main(
     (commands such as LIST or /join ROOM work too) and prints each event as one
     line; end of input logs out.
     """
-    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=_CurrentStderr(),
+    )
     password = read_password(password_file)
     if sys.stdin.isatty():
         options = InteractiveOptions(

@@ -77,6 +77,9 @@ async def run_script(options: ScriptOptions) -> int:
         say(f"Logged in as {await client.login(options.user, options.password)}.")
         return await ScriptSession(client).run(options.room)
     finally:
+        if client.user is not None:  # failed half-way: do not leave the session to the lease
+            with contextlib.suppress(ZchatError):
+                await client.logout()
         await client.aclose()
 
 

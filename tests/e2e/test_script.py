@@ -174,3 +174,12 @@ def test_a_stopped_client_is_told_its_session_ended(tmp_path: Path, bots: list[B
         assert dave.process.wait(15) == 1
     finally:
         assert broker.stop() == 0
+
+
+def test_a_room_that_cannot_be_joined_ends_the_script_after_logging_out(
+    broker: RunningBroker, bots: list[Bot]
+) -> None:
+    bot = run_bot(bots, broker, "--user", "dave", "--register", "--room", "two words")
+    assert bot.end_input() == 1
+    bot.output.wait_for(r"^zchat-client: room must not contain whitespace")
+    broker.output.wait_for(r"dave logged out")
