@@ -1,0 +1,342 @@
+"""Sealed room events on the publisher: topics, the body header, and authenticated boxes."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from zchat.protocol import (
+    CannotOpen,
+    RoomCipher,
+    RoomEvent,
+    RoomEventKind,
+    SealedEvent,
+    new_room_key,
+    room_topic,
+)
+from zchat.protocol.errors import MalformedFrame, ProtocolViolation
+from zchat.protocol.limits import MAX_FRAME_BYTES
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+TOPIC = room_topic("room1")
+TS = 1_764_000_001_000
+
+
+def spec_aad(topic: bytes, seq: int, kid: int) -> bytes:
+    """The additional data exactly as the spec writes it."""
+    return topic + seq.to_bytes(8, "big") + kid.to_bytes(4, "big")
+
+
+def spec_seal(
+    key: bytes, topic: bytes, seq: int, kid: int, plaintext: object, nonce: bytes = bytes(12)
+) -> bytes:
+    """A publication body built from the spec alone, with any plaintext value."""
+    packed = msgpack.packb(plaintext, use_bin_type=True)
+    box = ChaCha20Poly1305(key).encrypt(nonce, packed, spec_aad(topic, seq, kid))
+    return msgpack.packb([seq, kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def sealed_message(cipher: RoomCipher, seq: int = 18, text: str = "hi bob") -> SealedEvent:
+    body = cipher.seal(TOPIC, seq, RoomEventKind.MESSAGE, "alice", TS, text)
+    return SealedEvent.parse(body)
+
+
+def flip(data: bytes, index: int) -> bytes:
+    return data[:index] + bytes([data[index] ^ 0x01]) + data[index + 1 :]
+
+
+# --- topics and keys ---------------------------------------------------------------------------
+
+
+def test_topic_is_the_utf8_name_and_a_nul() -> None:
+    assert room_topic("room1") == b"room1\x00"
+    assert room_topic("房间") == "房间".encode() + b"\x00"
+
+
+@pytest.mark.parametrize(("short", "long"), [("ab", "abc"), ("room", "room1"), ("a", "a\u00e9")])
+def test_a_topic_is_not_a_prefix_of_a_longer_rooms_topic(short: str, long: str) -> None:
+    assert long.startswith(short)
+    assert not room_topic(long).startswith(room_topic(short))
+
+
+def test_new_room_keys_are_32_random_bytes() -> None:
+    keys = {new_room_key() for _ in range(8)}
+    assert len(keys) == 8
+    assert all(isinstance(key, bytes) and len(key) == 32 for key in keys)
+
+
+@pytest.mark.parametrize("key", [b"", bytes(16), bytes(31), bytes(33)])
+def test_a_cipher_needs_a_32_byte_key(key: bytes) -> None:
+    with pytest.raises(ValueError):
+        RoomCipher(1, key)
+
+
+# --- seal and open -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        (RoomEventKind.MESSAGE, "hi bob"),
+        (RoomEventKind.MESSAGE, "5€ 🎉\n\tsecond line"),
+        (RoomEventKind.JOINED, ""),
+        (RoomEventKind.LEFT, ""),
+    ],
+)
+def test_seal_then_open_gives_the_event_back(kind: RoomEventKind, text: str) -> None:
+    cipher = RoomCipher(4, KEY)
+    body = cipher.seal(TOPIC, 17, kind, "alice", TS, text)
+    sealed = SealedEvent.parse(body)
+    assert (sealed.seq, sealed.kid) == (17, 4)
+    assert RoomCipher(4, KEY).open(TOPIC, sealed) == RoomEvent(
+        room="room1", seq=17, kind=kind, user="alice", ts_ms=TS, text=text
+    )
+
+
+def test_the_room_comes_from_the_topic() -> None:
+    topic = room_topic("房间")
+    cipher = RoomCipher(1, KEY)
+    event = cipher.open(
+        topic, SealedEvent.parse(cipher.seal(topic, 1, RoomEventKind.JOINED, "bob", TS, ""))
+    )
+    assert event.room == "房间"
+
+
+def test_the_largest_seq_and_kid_round_trip() -> None:
+    cipher = RoomCipher(2**32 - 1, KEY)
+    sealed = SealedEvent.parse(cipher.seal(TOPIC, 2**63 - 1, RoomEventKind.MESSAGE, "a", TS, "x"))
+    assert cipher.open(TOPIC, sealed).seq == 2**63 - 1
+
+
+def test_a_sealed_body_follows_the_spec() -> None:
+    body = RoomCipher(4, KEY).seal(TOPIC, 18, RoomEventKind.MESSAGE, "alice", TS, "hi bob")
+    seq, kid, nonce, box = msgpack.unpackb(body, raw=False)
+    assert (seq, kid, len(nonce)) == (18, 4, 12)
+    plaintext = ChaCha20Poly1305(KEY).decrypt(nonce, box, spec_aad(TOPIC, 18, 4))
+    assert msgpack.unpackb(plaintext, raw=False) == ["msg", "alice", TS, "hi bob"]
+    assert len(box) == len(plaintext) + 16
+
+
+def test_a_body_sealed_from_the_spec_opens() -> None:
+    body = spec_seal(KEY, TOPIC, 18, 4, ["leave", "bob", TS, ""], nonce=b"n" * 12)
+    event = RoomCipher(4, KEY).open(TOPIC, SealedEvent.parse(body))
+    assert event == RoomEvent("room1", 18, RoomEventKind.LEFT, "bob", TS, "")
+
+
+def test_every_seal_uses_a_fresh_nonce() -> None:
+    cipher = RoomCipher(4, KEY)
+    first, second = (sealed_message(cipher) for _ in range(2))
+    assert first.nonce != second.nonce
+    assert first.box != second.box
+
+
+def test_a_sealed_body_does_not_contain_the_plaintext() -> None:
+    text = "the secret plan is at noon"
+    body = RoomCipher(4, KEY).seal(TOPIC, 1, RoomEventKind.MESSAGE, "mallory", TS, text)
+    assert text.encode() not in body
+    assert b"secret" not in body
+    assert b"mallory" not in body
+
+
+# --- tampering ---------------------------------------------------------------------------------
+
+
+def assert_fails_authentication(cipher: RoomCipher, topic: bytes, sealed: SealedEvent) -> None:
+    with pytest.raises(CannotOpen) as caught:
+        cipher.open(topic, sealed)
+    assert isinstance(caught.value.__cause__, InvalidTag)
+
+
+def test_another_rooms_topic_fails() -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher)
+    assert_fails_authentication(cipher, room_topic("room2"), sealed)
+    assert_fails_authentication(cipher, room_topic("Room1"), sealed)
+    assert_fails_authentication(cipher, b"room1", sealed)
+
+
+def test_a_changed_seq_fails() -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher, seq=18)
+    for seq in (17, 19, 0, 18 + 2**32):
+        changed = SealedEvent(seq, sealed.kid, sealed.nonce, sealed.box)
+        assert_fails_authentication(cipher, TOPIC, changed)
+
+
+def test_a_changed_kid_fails_even_with_the_same_key() -> None:
+    sealed = sealed_message(RoomCipher(4, KEY))
+    changed = SealedEvent(sealed.seq, 5, sealed.nonce, sealed.box)
+    assert_fails_authentication(RoomCipher(5, KEY), TOPIC, changed)
+
+
+@pytest.mark.parametrize("index", [0, 5, 11])
+def test_a_changed_nonce_fails(index: int) -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher)
+    changed = SealedEvent(sealed.seq, sealed.kid, flip(sealed.nonce, index), sealed.box)
+    assert_fails_authentication(cipher, TOPIC, changed)
+
+
+@pytest.mark.parametrize("index", [0, 3, -17, -16, -1], ids=lambda index: f"byte{index}")
+def test_a_changed_box_fails(index: int) -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher)
+    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, flip(sealed.box, index))
+    assert_fails_authentication(cipher, TOPIC, changed)
+
+
+@pytest.mark.parametrize("cut", [1, 16, 10_000])
+def test_a_truncated_box_fails(cut: int) -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher)
+    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, sealed.box[:-cut])
+    with pytest.raises(CannotOpen):
+        cipher.open(TOPIC, changed)
+
+
+def test_an_extended_box_fails() -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = sealed_message(cipher)
+    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, sealed.box + b"\x00")
+    assert_fails_authentication(cipher, TOPIC, changed)
+
+
+def test_the_wrong_key_fails() -> None:
+    sealed = sealed_message(RoomCipher(4, KEY))
+    assert_fails_authentication(RoomCipher(4, OTHER_KEY), TOPIC, sealed)
+
+
+def test_a_kid_mismatch_fails_before_decrypting() -> None:
+    sealed = sealed_message(RoomCipher(4, KEY))
+    with pytest.raises(CannotOpen) as caught:
+        RoomCipher(3, KEY).open(TOPIC, sealed)
+    assert caught.value.__cause__ is None
+
+
+def test_cannot_open_is_a_malformed_frame() -> None:
+    assert issubclass(CannotOpen, MalformedFrame)
+    assert issubclass(CannotOpen, ProtocolViolation)
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    [
+        ["shout", "alice", TS, "hi"],
+        ["MSG", "alice", TS, "hi"],
+        [None, "alice", TS, "hi"],
+        ["msg", 5, TS, "hi"],
+        ["msg", b"alice", TS, "hi"],
+        ["msg", "alice", True, "hi"],
+        ["msg", "alice", "1764000001000", "hi"],
+        ["msg", "alice", 1.5, "hi"],
+        ["msg", "alice", TS, b"hi"],
+        ["msg", "alice", TS, None],
+        ["msg", "alice", TS],
+        ["msg", "alice", TS, "hi", "extra"],
+        {"kind": "msg"},
+        "msg alice hi",
+        42,
+    ],
+    ids=repr,
+)
+def test_an_authentic_box_with_a_bad_plaintext_cannot_open(plaintext: object) -> None:
+    body = spec_seal(KEY, TOPIC, 1, 4, plaintext)
+    with pytest.raises(CannotOpen):
+        RoomCipher(4, KEY).open(TOPIC, SealedEvent.parse(body))
+
+
+def test_an_authentic_box_that_is_not_msgpack_cannot_open() -> None:
+    nonce = bytes(12)
+    box = ChaCha20Poly1305(KEY).encrypt(nonce, b"\xc1\xc1", spec_aad(TOPIC, 1, 4))
+    with pytest.raises(CannotOpen):
+        RoomCipher(4, KEY).open(TOPIC, SealedEvent(1, 4, nonce, box))
+
+
+# --- the readable header -----------------------------------------------------------------------
+
+
+def test_parse_reads_the_header() -> None:
+    body = msgpack.packb([3, 9, b"n" * 12, b"box"], use_bin_type=True)
+    assert SealedEvent.parse(body) == SealedEvent(3, 9, b"n" * 12, b"box")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xc1", id="never-used-byte"),
+        pytest.param(b"garbage that is not msgpack", id="garbage"),
+        pytest.param(msgpack.packb([1, 2, b"n" * 12, b"b"])[:-1], id="truncated"),
+        pytest.param(msgpack.packb([1, 2, b"n" * 12, b"b"]) + b"\x00", id="trailing"),
+    ],
+)
+def test_parse_refuses_what_is_not_msgpack(body: bytes) -> None:
+    with pytest.raises(CannotOpen):
+        SealedEvent.parse(body)
+
+
+NONCE = b"n" * 12
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        7,
+        "four",
+        b"four",
+        {"seq": 1, "kid": 1, "nonce": NONCE, "box": b""},
+        {1: 1, 2: 2, 3: 3, 4: 4},
+        [],
+        [1, 2, NONCE],
+        [1, 2, NONCE, b"box", b"extra"],
+        ["1", 2, NONCE, b"box"],
+        [1, "2", NONCE, b"box"],
+        [1.0, 2, NONCE, b"box"],
+        [1, 2.0, NONCE, b"box"],
+        [None, 2, NONCE, b"box"],
+        [True, 2, NONCE, b"box"],
+        [1, False, NONCE, b"box"],
+        [1, True, NONCE, b"box"],
+        [-1, 2, NONCE, b"box"],
+        [1, -1, NONCE, b"box"],
+        [2**63, 2, NONCE, b"box"],
+        [1, 2**32, NONCE, b"box"],
+        [1, 2, "n" * 12, b"box"],
+        [1, 2, NONCE, "box"],
+        [1, 2, NONCE, None],
+        [1, 2, [NONCE], b"box"],
+        [1, 2, b"", b"box"],
+        [1, 2, b"n" * 11, b"box"],
+        [1, 2, b"n" * 13, b"box"],
+        [1, 2, b"n" * 24, b"box"],
+    ],
+    ids=repr,
+)
+def test_parse_refuses_a_header_of_the_wrong_shape(value: object) -> None:
+    with pytest.raises(CannotOpen) as caught:
+        SealedEvent.parse(msgpack.packb(value, use_bin_type=True))
+    assert type(caught.value) is CannotOpen
+
+
+@pytest.mark.parametrize(("seq", "kid"), [(0, 0), (2**63 - 1, 2**32 - 1)])
+def test_parse_accepts_the_ends_of_the_ranges(seq: int, kid: int) -> None:
+    body = msgpack.packb([seq, kid, NONCE, b"box"], use_bin_type=True)
+    assert SealedEvent.parse(body) == SealedEvent(seq, kid, NONCE, b"box")
+
+
+def test_parse_refuses_a_body_over_the_frame_limit() -> None:
+    body = msgpack.packb([1, 2, NONCE, bytes(MAX_FRAME_BYTES)], use_bin_type=True)
+    with pytest.raises(CannotOpen):
+        SealedEvent.parse(body)
+
+
+def test_parse_accepts_a_body_of_exactly_the_frame_limit() -> None:
+    overhead = len(msgpack.packb([1, 2, NONCE, bytes(MAX_FRAME_BYTES - 100)], use_bin_type=True))
+    box = bytes(MAX_FRAME_BYTES - 100 + MAX_FRAME_BYTES - overhead)
+    body = msgpack.packb([1, 2, NONCE, box], use_bin_type=True)
+    assert len(body) == MAX_FRAME_BYTES
+    assert SealedEvent.parse(body).box == box
