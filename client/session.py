@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for the broker's ``hello`` before giving up on the address."""
 
+AUTH_TIMEOUT = 30.0
+"""Seconds ``register`` and ``login`` may take: the broker hashes slowly on purpose and
+delays answers after failed logins, so these get longer than other requests."""
+
 
 def endpoint(host: str, port: int) -> str:
     """A TCP endpoint; IPv6 literals need brackets."""
@@ -86,6 +90,7 @@ class ChatClient:
         self.user: str | None = None
         """The logged-in user's name as registered, or None."""
         self._closed = False
+        self._auth_timeout = max(timeout, AUTH_TIMEOUT)
 
     @classmethod
     async def connect(
@@ -133,12 +138,12 @@ class ChatClient:
 
     async def register(self, user: str, password: str) -> str:
         """Create an account (does not log in); returns the name as registered."""
-        result = await self._connection.request(Register(user, password))
+        result = await self._connection.request(Register(user, password), self._auth_timeout)
         return field(result, "user", str)
 
     async def login(self, user: str, password: str) -> str:
         """Start a session; returns the canonical user name and starts pinging."""
-        result = await self._connection.request(Login(user, password))
+        result = await self._connection.request(Login(user, password), self._auth_timeout)
         self.user = field(result, "user", str)
         self._start_pinging()
         return self.user
