@@ -6,7 +6,7 @@ msgpack or Python type error at its caller.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -34,7 +34,14 @@ def unpack_map(frame: bytes) -> dict[str, Any]:
         raise MalformedFrame(f"frame is not valid msgpack: {type(exc).__name__}") from exc
     if not isinstance(value, dict):
         raise MalformedFrame("frame must hold a msgpack map")
+    if not all(isinstance(key, str) for key in value):
+        raise MalformedFrame("map keys must be strings")
     return value
+
+
+def is_version(value: object) -> bool:
+    """Whether ``value`` is exactly the integer version (``true`` and ``1.0`` are not)."""
+    return type(value) is int and value == PROTOCOL_VERSION
 
 
 def pack(value: object) -> bytes:
@@ -51,7 +58,7 @@ class RequestEnvelope:
 
     request_id: int | None
     op: object
-    args: object
+    args: object = field(repr=False)  # may hold a password
     version: object
 
 
@@ -73,7 +80,7 @@ def decode_envelope(frame: bytes) -> RequestEnvelope:
 
 def parse_request(envelope: RequestEnvelope) -> Request:
     """Second step: check version, id and op, then build and validate the request."""
-    if envelope.version != PROTOCOL_VERSION:
+    if not is_version(envelope.version):
         raise UnsupportedVersion(
             f"protocol version {envelope.version!r} is not supported; use {PROTOCOL_VERSION}"
         )
@@ -123,7 +130,7 @@ def encode_event(event: Event) -> bytes:
 def decode_incoming(frame: bytes) -> Reply | Event:
     """Decode what a client's DEALER receives: a reply or an event."""
     body = unpack_map(frame)
-    if body.get("v") != PROTOCOL_VERSION:
+    if not is_version(body.get("v")):
         raise UnsupportedVersion(f"broker speaks protocol version {body.get('v')!r}")
     if "event" in body:
         event_type = EVENT_TYPES.get(body["event"]) if isinstance(body["event"], str) else None
@@ -131,8 +138,8 @@ def decode_incoming(frame: bytes) -> Reply | Event:
             raise UnknownOperation(f"unknown event {body['event']!r}")
         return parse_fields(event_type, body.get("args", {}), str(body["event"]))
     request_id = body.get("id")
-    if request_id is not None and (not isinstance(request_id, int) or isinstance(request_id, bool)):
-        raise MalformedFrame("reply id must be an integer or nil")
+    if request_id is not None and (type(request_id) is not int or request_id < 0):
+        raise MalformedFrame("reply id must be an unsigned integer or nil")
     if "ok" in body:
         if not isinstance(body["ok"], dict):
             raise MalformedFrame("reply result must be a map")

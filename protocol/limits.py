@@ -28,5 +28,8 @@ KEY_BYTES = 32
 
 NONCE_BYTES = 12
 
+MAX_KID = 2**32 - 1
+"""Key ids are sealed into the associated data as 4 bytes."""
+
 DEFAULT_ROOM = "default"
 """A room that always exists."""

@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from .errors import InvalidRequest
-from .limits import KEY_BYTES
+from .limits import KEY_BYTES, MAX_KID
 from .validation import check_name, check_password, check_text
 
 T = TypeVar("T")
@@ -210,6 +210,8 @@ class RoomKey(Event):
         check_name("room", self.room)
         if len(self.key) != KEY_BYTES:
             raise InvalidRequest(f"room_key: key must be {KEY_BYTES} bytes")
+        if not 0 <= self.kid <= MAX_KID:
+            raise InvalidRequest(f"room_key: kid must be 0 to {MAX_KID}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .errors import MalformedFrame
-from .limits import KEY_BYTES, MAX_FRAME_BYTES, NONCE_BYTES
+from .limits import KEY_BYTES, MAX_FRAME_BYTES, MAX_KID, NONCE_BYTES
 from .messages import RoomEvent, RoomEventKind
 
 TOPIC_END = b"\x00"
@@ -74,7 +74,7 @@ class SealedEvent:
             and isinstance(box, bytes)
             and len(nonce) == NONCE_BYTES
             and 0 <= seq < 2**63
-            and 0 <= kid < 2**32
+            and 0 <= kid <= MAX_KID
         ):
             raise CannotOpen("publication header has the wrong types")
         return cls(seq, kid, nonce, box)
@@ -88,6 +88,8 @@ class RoomCipher:
     def __init__(self, kid: int, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"room keys are {KEY_BYTES} bytes")
+        if not 0 <= kid <= MAX_KID:
+            raise ValueError(f"key ids are 0 to {MAX_KID}")
         self.kid = kid
         self.key = key
         self._aead = ChaCha20Poly1305(key)

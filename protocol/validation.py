@@ -13,6 +13,8 @@ from .errors import InvalidName, InvalidPassword, InvalidText, TextTooLong
 from .limits import MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MAX_TEXT_BYTES, MIN_PASSWORD_CHARS
 
 _FORBIDDEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+_BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+"""Letters and symbols that render as nothing (Hangul fillers, the blank Braille pattern)."""
 _TEXT_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 """C0 and C1 controls except tab and newline, and lone surrogates (a regex: texts are long)."""
 
@@ -29,8 +31,14 @@ def check_name(field: str, value: str) -> None:
         raise InvalidName(f"{field} is longer than {MAX_NAME_CHARS} characters")
     if unicodedata.normalize("NFC", value) != value:
         raise InvalidName(f"{field} must be in Unicode normal form C")
+    if unicodedata.category(value[0]).startswith("M"):
+        raise InvalidName(f"{field} must not start with a combining mark")
     for char in value:
-        if char.isspace() or unicodedata.category(char) in _FORBIDDEN_IN_NAMES:
+        if (
+            char.isspace()
+            or char in _BLANK_LOOKING
+            or unicodedata.category(char) in _FORBIDDEN_IN_NAMES
+        ):
             raise InvalidName(
                 f"{field} must not contain whitespace or control characters "
                 f"(found U+{ord(char):04X})"

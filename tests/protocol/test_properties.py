@@ -103,6 +103,9 @@ near_sealed = st.lists(
 )
 
 
+BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
 def valid_name_chars() -> st.SearchStrategy[str]:
     return st.characters(codec="utf-8", exclude_categories=FORBIDDEN_IN_NAMES)
 
@@ -111,9 +114,11 @@ valid_names = (
     st.text(valid_name_chars(), min_size=1, max_size=MAX_NAME_CHARS)
     .map(lambda name: unicodedata.normalize("NFC", name))
     .filter(lambda name: 1 <= len(name) <= MAX_NAME_CHARS)
-    .filter(lambda name: not any(char.isspace() for char in name))
+    .filter(lambda name: not any(char.isspace() or char in BLANK_LOOKING for char in name))
+    .filter(lambda name: not unicodedata.category(name[0]).startswith("M"))
 )
-"""Names the spec allows: NFC, 1-32 characters, none of the forbidden categories."""
+"""Names the spec allows: NFC, 1-32 characters, none of the forbidden categories or blank
+look-alikes, not starting with a combining mark."""
 
 valid_texts = (
     st.text(

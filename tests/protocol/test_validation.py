@@ -274,3 +274,9 @@ def test_anything_else_about_a_password_is_the_users_choice(password: str) -> No
 def test_empty_password_is_refused() -> None:
     with pytest.raises(InvalidPassword):
         check_password("")
+
+
+@pytest.mark.parametrize("name", ["\u3164", "a\u2800b", "\uffa0x", "\u0301abc"])
+def test_names_that_render_blank_or_start_with_a_mark_are_refused(name: str) -> None:
+    with pytest.raises(InvalidName):
+        check_name("user", name)
