@@ -113,7 +113,7 @@ def main(
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
     )
     config = BrokerConfig(
         host=host,
