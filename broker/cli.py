@@ -14,7 +14,15 @@ import zmq
 
 from zchat.protocol.limits import LEASE_MS
 
-from .config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_PUB_HWM, DEFAULT_PUB_PORT, BrokerConfig
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_KEY_PORT,
+    DEFAULT_PORT,
+    DEFAULT_PUB_HWM,
+    DEFAULT_PUB_PORT,
+    BrokerConfig,
+)
+from .keys import BrokerKeys, KeyFileError, load_or_create_keys
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
 from .throttle import Limits
@@ -74,6 +82,12 @@ def limit_options(command: Callable[..., None]) -> Callable[..., None]:
     help="Room traffic port (PUB); 0 = any free.",
 )
 @click.option(
+    "--key-port",
+    default=DEFAULT_KEY_PORT,
+    show_default=True,
+    help="Plaintext key service: hands out the broker's public key; 0 = any free.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -100,6 +114,11 @@ def limit_options(command: Callable[..., None]) -> Callable[..., None]:
     show_default=True,
     help="Room events queued per subscriber before ZeroMQ drops for that subscriber.",
 )
+@click.option(
+    "--show-key",
+    is_flag=True,
+    help="Print the broker's public key and fingerprint (making them if new) and exit.",
+)
 @limit_options
 def main(
     host: str,
@@ -109,32 +128,47 @@ def main(
     log_level: str,
     lease_s: float,
     pub_hwm: int,
+    key_port: int,
+    show_key: bool,
     **limits: Any,
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
     config = BrokerConfig(
         host=host,
         port=port,
         pub_port=pub_port,
+        key_port=key_port,
         data_dir=data_dir,
         lease_ms=int(lease_s * 1000),
         pub_hwm=pub_hwm,
         limits=Limits(**limits),
     )
 
+    if show_key:
+        try:
+            _echo_key(load_or_create_keys(config.resolved_data_dir))
+        except (KeyFileError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        return
+
     def ready(endpoints: Endpoints) -> None:
         click.echo(f"Running chat server at {endpoints.host}:{endpoints.port}")
         click.echo(f"Publishing rooms at {endpoints.host}:{endpoints.pub_port}")
+        click.echo(f"Key service at {endpoints.host}:{endpoints.key_port}")
+        _echo_key(endpoints.keys)
         click.echo(f"Data in {config.database_path}")
 
     try:
         asyncio.run(_serve(config, ready))
-    except (StorageError, zmq.ZMQError) as exc:
+    except (StorageError, KeyFileError, OSError, zmq.ZMQError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("Broker stopped.")
+
+
+def _echo_key(keys: BrokerKeys) -> None:
+    click.echo(f"Broker key: {keys.public}")
+    click.echo(f"Fingerprint: {keys.fingerprint}")
 
 
 async def _serve(config: BrokerConfig, ready: object) -> None:

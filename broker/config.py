@@ -7,13 +7,14 @@ from pathlib import Path
 
 import platformdirs
 
-from zchat.protocol.limits import LEASE_MS
+from zchat.protocol.limits import KEY_PORT_OFFSET, LEASE_MS
 
 from .throttle import Limits
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 5000
 DEFAULT_PUB_PORT = 5001
+DEFAULT_KEY_PORT = DEFAULT_PORT + KEY_PORT_OFFSET
 DEFAULT_PUB_HWM = 10_000
 DATABASE_FILE = "zchat.sqlite3"
 
@@ -30,6 +31,7 @@ class BrokerConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     pub_port: int = DEFAULT_PUB_PORT
+    key_port: int = DEFAULT_KEY_PORT
     data_dir: Path | None = None
     lease_ms: int = LEASE_MS
     """A session silent this long is ended; clients ping three times per lease."""
@@ -40,5 +42,9 @@ class BrokerConfig:
     """Threads hashing passwords; each Argon2 hash holds 64 MiB while it runs."""
 
     @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir or default_data_dir()
+
+    @property
     def database_path(self) -> Path:
-        return (self.data_dir or default_data_dir()) / DATABASE_FILE
+        return self.resolved_data_dir / DATABASE_FILE

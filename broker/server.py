@@ -22,6 +22,7 @@ from zchat.protocol import (
     Login,
     Register,
     Request,
+    ServerKey,
     ZchatError,
     decode_envelope,
     encode_error,
@@ -29,11 +30,12 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import LimitReached, MalformedFrame
+from zchat.protocol.errors import LimitReached, MalformedFrame, UnknownOperation
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from .keys import BrokerKeys, load_or_create_keys
 from .outgoing import Direct, Failure, Outgoing, Publish, Result
 from .passwords import PasswordHasher
 from .sqlite_storage import SqliteStorage
@@ -49,6 +51,7 @@ HEARTBEAT_IVL_MS = 2_000
 HEARTBEAT_TIMEOUT_MS = 6_000
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
+KEY_SERVICE_MAXMSGSIZE = 1024
 
 
 def now_ms() -> int:
@@ -57,11 +60,13 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class Endpoints:
-    """Where the broker actually listens (ports resolved when 0 was asked for)."""
+    """Where the broker actually listens (ports resolved when 0 was asked for), and its key."""
 
     host: str
     port: int
     pub_port: int
+    key_port: int
+    keys: BrokerKeys
 
 
 def _bound_port(socket: zmq.asyncio.Socket) -> int:
@@ -74,6 +79,12 @@ def _configure(socket: zmq.asyncio.Socket) -> None:
     socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
     socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+
+
+def _make_curve_server(socket: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
+    socket.setsockopt(zmq.CURVE_SERVER, 1)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret.encode("ascii"))
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public.encode("ascii"))
 
 
 def encode_outgoing(message: Result | Failure | Event) -> bytes:
@@ -222,6 +233,25 @@ class BrokerShell:
         await asyncio.gather(*self._auth_tasks, return_exceptions=True)
 
 
+async def serve_key_requests(key_service: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
+    """Answer `server_key` on the plaintext key service, and nothing else, until cancelled."""
+    answer = {"key": keys.public, "fingerprint": keys.fingerprint}
+    while True:
+        frames = await key_service.recv_multipart()
+        routing_id, body = frames[0], frames[-1]
+        request_id: int | None = None
+        try:
+            envelope = decode_envelope(body)
+            request_id = envelope.request_id
+            request = parse_request(envelope)
+            if not isinstance(request, ServerKey) or request_id is None:
+                raise UnknownOperation("the key service answers only server_key")
+            reply = encode_result(request_id, answer)
+        except ZchatError as error:
+            reply = encode_error(request_id, error)
+        await key_service.send_multipart((routing_id, reply))
+
+
 def _peer_address(frame: zmq.Frame) -> str:
     try:
         return str(frame.get("Peer-Address"))
@@ -235,21 +265,32 @@ async def run_broker(
     on_ready: Callable[[Endpoints], None] = lambda endpoints: None,
 ) -> None:
     """Run a broker until ``stop`` is set; closes sockets, context and database on the way out."""
+    keys = load_or_create_keys(config.resolved_data_dir)
     context = zmq.asyncio.Context()
     router = context.socket(zmq.ROUTER)
     publisher = context.socket(zmq.PUB)
+    key_service = context.socket(zmq.ROUTER)
     storage = None
     hash_pool = ThreadPoolExecutor(config.hash_workers, thread_name_prefix="zchat-hash")
     try:
-        for socket in (router, publisher):
+        for socket in (router, publisher, key_service):
             _configure(socket)
+        for socket in (router, publisher):
+            _make_curve_server(socket, keys)
         router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
+        key_service.setsockopt(zmq.MAXMSGSIZE, KEY_SERVICE_MAXMSGSIZE)
         publisher.setsockopt(zmq.SNDHWM, config.pub_hwm)
         router.bind(f"tcp://{config.host}:{config.port or '*'}")
         publisher.bind(f"tcp://{config.host}:{config.pub_port or '*'}")
-        endpoints = Endpoints(config.host, _bound_port(router), _bound_port(publisher))
+        key_service.bind(f"tcp://{config.host}:{config.key_port or '*'}")
+        endpoints = Endpoints(
+            config.host,
+            _bound_port(router),
+            _bound_port(publisher),
+            _bound_port(key_service),
+            keys,
+        )
 
-        config.database_path.parent.mkdir(parents=True, exist_ok=True)
         storage = SqliteStorage(config.database_path)
         settings = BrokerSettings(
             pub_port=endpoints.pub_port,
@@ -263,14 +304,17 @@ async def run_broker(
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(shell.serve())
             leases = tasks.create_task(shell.expire_leases())
+            keys_served = tasks.create_task(serve_key_requests(key_service, keys))
             await stop.wait()
             serving.cancel()
             leases.cancel()
+            keys_served.cancel()
         await shell.aclose()
     finally:
         hash_pool.shutdown(wait=True, cancel_futures=True)
         router.close(linger=1000)
         publisher.close(linger=1000)
+        key_service.close(linger=0)
         context.term()
         if storage is not None:
             storage.close()

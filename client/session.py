@@ -40,7 +40,7 @@ from .connection import DEFAULT_TIMEOUT, Connection
 from .errors import BrokerUnreachable, ClientClosed, RequestTimedOut
 from .events import ClientEvent, Disconnected, JoinedRoom, RoomInfo
 from .replies import ServerInfo, field, parse_hello, parse_join, parse_rooms, strings
-from .sockets import open_socket
+from .sockets import CurveKeys, open_socket
 from .subscription import Subscriber
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,26 @@ class ChatClient:
         port: int,
         context: zmq.asyncio.Context | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        *,
+        server_key: str,
     ) -> None:
-        """Open (but do not yet use) the sockets; prefer `ChatClient.connect`."""
+        """Open (but do not yet use) the sockets; prefer `ChatClient.connect`.
+
+        ``server_key`` is the broker's public CurveZMQ key (Z85): both sockets are
+        encrypted, and a broker without that key never answers.
+        """
+        keys = CurveKeys.for_broker(server_key)
         self.host = host
         self.port = port
         self._owns_context = context is None
         self._context = zmq.asyncio.Context() if context is None else context
         self._events: asyncio.Queue[ClientEvent | None] = asyncio.Queue()
         self._connection = Connection(
-            open_socket(self._context, zmq.DEALER), self._on_private_event, timeout
+            open_socket(self._context, zmq.DEALER, keys), self._on_private_event, timeout
         )
-        self._subscriber = Subscriber(open_socket(self._context, zmq.SUB), self._events.put_nowait)
+        self._subscriber = Subscriber(
+            open_socket(self._context, zmq.SUB, keys), self._events.put_nowait
+        )
         self._rooms: dict[str, bytes] = {}
         """name_key(room) -> topic of every room this session is in."""
         self._room_names: dict[bytes, str] = {}
@@ -99,11 +108,16 @@ class ChatClient:
         port: int = 5000,
         context: zmq.asyncio.Context | None = None,
         *,
+        server_key: str,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> ChatClient:
-        """Connect to a broker and say ``hello``; raises `BrokerUnreachable`."""
-        client = cls(host, port, context, timeout)
+        """Connect to a broker and say ``hello``; raises `BrokerUnreachable`.
+
+        With the wrong ``server_key`` the encrypted handshake never completes, so
+        this fails the same way as an absent broker.
+        """
+        client = cls(host, port, context, timeout, server_key=server_key)
         try:
             await client._hello(connect_timeout)
         except BaseException:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import zmq
 import zmq.asyncio
 
@@ -12,9 +14,33 @@ LINGER_MS = 200
 """Long enough to flush a last request on close, short enough never to hang an exit."""
 
 
-def open_socket(context: zmq.asyncio.Context, socket_type: int) -> zmq.asyncio.Socket:
-    """A socket with ZMTP heartbeats (dead TCP peers are noticed) and a short linger."""
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """What a CurveZMQ client socket needs: the broker's public key and a key pair of its own."""
+
+    server_key: str
+    public: bytes
+    secret: bytes = field(repr=False)
+
+    @classmethod
+    def for_broker(cls, server_key: str) -> CurveKeys:
+        """A fresh client key pair for talking to the broker with ``server_key`` (Z85)."""
+        if len(server_key) != 40:
+            raise ValueError("a broker key is 40 characters of Z85")
+        public, secret = zmq.curve_keypair()
+        return cls(server_key, public, secret)
+
+
+def open_socket(
+    context: zmq.asyncio.Context, socket_type: int, keys: CurveKeys | None = None
+) -> zmq.asyncio.Socket:
+    """A socket with ZMTP heartbeats (dead TCP peers are noticed), a short linger, and
+    CurveZMQ encryption when ``keys`` are given (the broker's sockets require it)."""
     socket = context.socket(socket_type)
+    if keys is not None:
+        socket.setsockopt(zmq.CURVE_SERVERKEY, keys.server_key.encode("ascii"))
+        socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+        socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
     socket.setsockopt(zmq.LINGER, LINGER_MS)
     socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)

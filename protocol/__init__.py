@@ -32,6 +32,7 @@ from .messages import (
     RoomEventKind,
     RoomKey,
     Send,
+    ServerKey,
     SessionEnded,
 )
 from .sealing import CannotOpen, RoomCipher, SealedEvent, new_room_key, room_topic
@@ -58,6 +59,7 @@ __all__ = [
     "RoomKey",
     "SealedEvent",
     "Send",
+    "ServerKey",
     "SessionEnded",
     "ZchatError",
     "decode_envelope",

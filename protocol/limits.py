@@ -31,5 +31,8 @@ NONCE_BYTES = 12
 MAX_KID = 2**32 - 1
 """Key ids are sealed into the associated data as 4 bytes."""
 
+KEY_PORT_OFFSET = 2
+"""The key service listens on the request port + 2 unless told otherwise (5000 -> 5002)."""
+
 DEFAULT_ROOM = "default"
 """A room that always exists."""

@@ -87,6 +87,14 @@ class Hello(Request):
 
 
 @dataclass(frozen=True, slots=True)
+class ServerKey(Request):
+    """Ask for the broker's public CurveZMQ key; the one request the key service answers."""
+
+    OP: ClassVar[str] = "server_key"
+    NEEDS_SESSION: ClassVar[bool] = False
+
+
+@dataclass(frozen=True, slots=True)
 class Register(Request):
     """Create an account; does not log in."""
 
@@ -184,7 +192,19 @@ class Ping(Request):
 
 REQUEST_TYPES: dict[str, type[Request]] = {
     cls.OP: cls
-    for cls in (Hello, Register, Login, Logout, ListRooms, Join, Leave, Members, Send, Ping)
+    for cls in (
+        Hello,
+        ServerKey,
+        Register,
+        Login,
+        Logout,
+        ListRooms,
+        Join,
+        Leave,
+        Members,
+        Send,
+        Ping,
+    )
 }
 
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 LISTEN_LINE = re.compile(r"Running chat server at (?P<host>[^:\s]+):(?P<port>\d+)")
 PUBLISH_LINE = re.compile(r"Publishing rooms at (?P<host>[^:\s]+):(?P<port>\d+)")
+KEY_SERVICE_LINE = re.compile(r"Key service at (?P<host>[^:\s]+):(?P<port>\d+)")
+KEY_LINE = re.compile(r"Broker key: (?P<key>\S{40})$")
+FINGERPRINT_LINE = re.compile(r"Fingerprint: (?P<fingerprint>[A-Z2-7-]+)$")
 
 
 def script(name: str) -> str:
@@ -66,6 +69,10 @@ class RunningBroker:
     host: str = "127.0.0.1"
     port: int = 0
     pub_port: int = 0
+    key_port: int = 0
+    server_key: str = ""
+    """The broker's public CurveZMQ key, Z85."""
+    fingerprint: str = ""
 
     @property
     def endpoint(self) -> str:
@@ -87,7 +94,9 @@ LOOSE_LIMITS = ("--registration-burst", "1000", "--registrations-per-hour", "100
 """Every test client registers from 127.0.0.1; tests of the limits pass their own after these."""
 
 
-def start_broker(data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0) -> RunningBroker:
+def start_broker(
+    data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0, key_port: int = 0
+) -> RunningBroker:
     """Start `zchat-broker` on 127.0.0.1 (port 0: a free port) and wait until it listens."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
@@ -99,6 +108,8 @@ def start_broker(data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0) 
             str(port),
             "--pub-port",
             str(pub_port),
+            "--key-port",
+            str(key_port),
             "--data-dir",
             str(data_dir),
             "--log-level",
@@ -118,9 +129,15 @@ def start_broker(data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0) 
     try:
         listen = output.wait_for(LISTEN_LINE, timeout=20)
         publish = output.wait_for(PUBLISH_LINE, timeout=5)
+        key_service = output.wait_for(KEY_SERVICE_LINE, timeout=5)
+        key = output.wait_for(KEY_LINE, timeout=5)
+        fingerprint = output.wait_for(FINGERPRINT_LINE, timeout=5)
     except TimeoutError:
         broker.stop(signal.SIGKILL)
         raise
     broker.port = int(listen["port"])
     broker.pub_port = int(publish["port"])
+    broker.key_port = int(key_service["port"])
+    broker.server_key = key["key"]
+    broker.fingerprint = fingerprint["fingerprint"]
     return broker

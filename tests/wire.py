@@ -14,11 +14,29 @@ from zchat.protocol.messages import Event
 TIMEOUT_MS = 10_000
 
 
+def secure(socket: zmq.Socket[bytes], server_key: str) -> zmq.Socket[bytes]:
+    """Make ``socket`` a CurveZMQ client of the broker, with a fresh key pair of its own."""
+    public, secret = zmq.curve_keypair()
+    socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    return socket
+
+
 class WireClient:
     """One DEALER connection speaking the protocol synchronously."""
 
-    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], broker: RunningBroker) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        broker: RunningBroker,
+        server_key: str | None = None,
+    ) -> None:
+        """A CURVE client with the broker's key (or ``server_key``; "" for no CURVE at all)."""
         self.dealer = context.socket(zmq.DEALER)
+        key = broker.server_key if server_key is None else server_key
+        if key:
+            secure(self.dealer, key)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
         self.dealer.connect(broker.endpoint)
@@ -63,7 +81,7 @@ class WireClient:
 def subscriber(
     context: zmq.Context[zmq.Socket[bytes]], broker: RunningBroker, topic: bytes
 ) -> zmq.Socket[bytes]:
-    sub = context.socket(zmq.SUB)
+    sub = secure(context.socket(zmq.SUB), broker.server_key)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
     sub.setsockopt(zmq.SUBSCRIBE, topic)

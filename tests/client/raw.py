@@ -11,11 +11,20 @@ import zmq.asyncio
 from zchat.protocol import Reply, Request, decode_incoming, encode_request
 
 
+def curve_client(socket: zmq.asyncio.Socket, server_key: str) -> zmq.asyncio.Socket:
+    """Encrypt ``socket`` to the broker: every stranger can do this much, CURVE admits anyone."""
+    public, secret = zmq.curve_keypair()
+    socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    return socket
+
+
 class RawPeer:
     """Requests without the client library, so a test holds the keys it is given."""
 
-    def __init__(self, context: zmq.asyncio.Context, endpoint: str) -> None:
-        self.dealer = context.socket(zmq.DEALER)
+    def __init__(self, context: zmq.asyncio.Context, endpoint: str, server_key: str) -> None:
+        self.dealer = curve_client(context.socket(zmq.DEALER), server_key)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.connect(endpoint)
         self._ids = itertools.count(1)
@@ -36,9 +45,9 @@ class RawPeer:
         self.dealer.close()
 
 
-def spy(context: zmq.asyncio.Context, endpoint: str) -> zmq.asyncio.Socket:
+def spy(context: zmq.asyncio.Context, endpoint: str, server_key: str) -> zmq.asyncio.Socket:
     """A SUB socket subscribed to everything the publisher sends."""
-    subscriber = context.socket(zmq.SUB)
+    subscriber = curve_client(context.socket(zmq.SUB), server_key)
     subscriber.setsockopt(zmq.LINGER, 0)
     subscriber.setsockopt(zmq.SUBSCRIBE, b"")
     subscriber.connect(endpoint)

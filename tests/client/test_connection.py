@@ -15,6 +15,10 @@ from zchat.client import BrokerUnreachable, ChatClient, ClientClosed, RequestTim
 from zchat.protocol import encode_result
 from zchat.protocol.codec import unpack_map
 
+FAKE_PUBLIC, FAKE_SECRET = zmq.curve_keypair()
+FAKE_KEY = FAKE_PUBLIC.decode("ascii")
+"""The fake broker's CurveZMQ key pair."""
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -26,7 +30,9 @@ async def test_nobody_listening_is_reported_as_unreachable(context: zmq.asyncio.
     port = free_port()
     started = time.monotonic()
     with pytest.raises(BrokerUnreachable, match=f"cannot reach the broker at 127.0.0.1:{port}"):
-        await ChatClient.connect("127.0.0.1", port, context, connect_timeout=0.3)
+        await ChatClient.connect(
+            "127.0.0.1", port, context, server_key=FAKE_KEY, connect_timeout=0.3
+        )
     assert time.monotonic() - started < 3
 
 
@@ -37,6 +43,8 @@ async def hello_only(context: zmq.asyncio.Context) -> AsyncIterator[int]:
     publisher = context.socket(zmq.PUB)
     for sock in (router, publisher):
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.CURVE_SERVER, 1)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, FAKE_SECRET)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     pub_port = publisher.bind_to_random_port("tcp://127.0.0.1")
 
@@ -59,7 +67,9 @@ async def hello_only(context: zmq.asyncio.Context) -> AsyncIterator[int]:
 async def test_a_request_without_reply_times_out(
     context: zmq.asyncio.Context, hello_only: int
 ) -> None:
-    client = await ChatClient.connect("127.0.0.1", hello_only, context, timeout=0.2)
+    client = await ChatClient.connect(
+        "127.0.0.1", hello_only, context, server_key=FAKE_KEY, timeout=0.2
+    )
     try:
         assert client.server.pub_port > 0
         with pytest.raises(RequestTimedOut, match="did not answer rooms"):
@@ -71,7 +81,9 @@ async def test_a_request_without_reply_times_out(
 async def test_closing_fails_waiting_requests_and_later_ones(
     context: zmq.asyncio.Context, hello_only: int
 ) -> None:
-    client = await ChatClient.connect("127.0.0.1", hello_only, context, timeout=30)
+    client = await ChatClient.connect(
+        "127.0.0.1", hello_only, context, server_key=FAKE_KEY, timeout=30
+    )
     waiting = asyncio.create_task(client.rooms())
     await asyncio.sleep(0)  # let the request start, so it is pending when the client closes
     await client.aclose()
@@ -79,3 +91,13 @@ async def test_closing_fails_waiting_requests_and_later_ones(
         await waiting
     with pytest.raises(ClientClosed):
         await client.rooms()
+
+
+async def test_the_wrong_broker_key_never_gets_an_answer(
+    context: zmq.asyncio.Context, hello_only: int
+) -> None:
+    impostor_key = zmq.curve_keypair()[0].decode("ascii")
+    with pytest.raises(BrokerUnreachable):
+        await ChatClient.connect(
+            "127.0.0.1", hello_only, context, server_key=impostor_key, connect_timeout=0.5
+        )

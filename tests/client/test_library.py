@@ -33,7 +33,7 @@ WAIT = 10.0
 
 
 async def connect(context: zmq.asyncio.Context, broker: RunningBroker) -> ChatClient:
-    return await ChatClient.connect(broker.host, broker.port, context)
+    return await ChatClient.connect(broker.host, broker.port, context, server_key=broker.server_key)
 
 
 async def account(
@@ -196,7 +196,7 @@ async def watch_room(
     context: zmq.asyncio.Context, broker: RunningBroker, speaker: ChatClient, room: str
 ) -> zmq.asyncio.Socket:
     """A stranger's SUB socket on everything, once it is seen to receive ``room``'s traffic."""
-    subscriber = spy(context, f"tcp://{broker.host}:{broker.pub_port}")
+    subscriber = spy(context, f"tcp://{broker.host}:{broker.pub_port}", broker.server_key)
     async with asyncio.timeout(WAIT):
         while True:  # a subscription takes effect some time after it is made
             await speaker.send(room, "is anyone listening")
@@ -231,7 +231,7 @@ async def test_a_former_member_cannot_read_what_is_said_after_leaving(
     broker: RunningBroker, context: zmq.asyncio.Context
 ) -> None:
     alice = await account(context, broker, "alice")
-    mallory = RawPeer(context, broker.endpoint)
+    mallory = RawPeer(context, broker.endpoint, broker.server_key)
     subscriber = None
     try:
         await alice.join("room1")
@@ -263,7 +263,7 @@ async def test_a_stranger_subscribed_to_everything_sees_only_boxes_it_cannot_ope
 ) -> None:
     alice = await account(context, broker, "alice")
     bob = await account(context, broker, "bob")
-    mallory = RawPeer(context, broker.endpoint)
+    mallory = RawPeer(context, broker.endpoint, broker.server_key)
     subscriber = None
     try:
         await mallory.request(Register("mallory", "password-mallory"))

@@ -21,6 +21,7 @@ from zchat.protocol import (
     Request,
     RoomKey,
     Send,
+    ServerKey,
     SessionEnded,
     decode_envelope,
     decode_incoming,
@@ -52,6 +53,7 @@ from zchat.protocol.messages import REQUEST_TYPES
 
 SAMPLES: dict[str, Request] = {
     "hello": Hello(),
+    "server_key": ServerKey(),
     "register": Register(user="alice", password="correct horse"),
     "login": Login(user="Alice", password="x"),
     "logout": Logout(),
@@ -118,7 +120,7 @@ def test_register_frame_carries_the_password_as_a_string() -> None:
     assert body["args"] == {"user": "alice", "password": "correct horse"}
 
 
-@pytest.mark.parametrize("op", ["hello", "logout", "rooms", "ping"])
+@pytest.mark.parametrize("op", ["hello", "server_key", "logout", "rooms", "ping"])
 def test_args_may_be_omitted_when_the_operation_has_no_fields(op: str) -> None:
     assert parse_request(decode_envelope(request_frame(op=op, args=MISSING))) == SAMPLES[op]
 
