@@ -17,8 +17,12 @@ from .codec import (
 )
 from .errors import ErrorCode, ZchatError
 from .messages import (
+    Direct,
+    DirectMessage,
     Event,
     Hello,
+    History,
+    Inbox,
     Join,
     Leave,
     ListRooms,
@@ -28,6 +32,7 @@ from .messages import (
     Ping,
     Register,
     Request,
+    Resume,
     RoomEvent,
     RoomEventKind,
     RoomKey,
@@ -35,13 +40,27 @@ from .messages import (
     ServerKey,
     SessionEnded,
 )
-from .sealing import CannotOpen, RoomCipher, SealedEvent, new_room_key, room_topic
+from .sealing import (
+    Announcement,
+    CannotOpen,
+    RoomCipher,
+    SealedEvent,
+    announcement,
+    new_room_key,
+    parse_publication,
+    room_topic,
+)
 
 __all__ = [
+    "Announcement",
     "CannotOpen",
+    "Direct",
+    "DirectMessage",
     "ErrorCode",
     "Event",
     "Hello",
+    "History",
+    "Inbox",
     "Join",
     "Leave",
     "ListRooms",
@@ -53,6 +72,7 @@ __all__ = [
     "Reply",
     "Request",
     "RequestEnvelope",
+    "Resume",
     "RoomCipher",
     "RoomEvent",
     "RoomEventKind",
@@ -62,6 +82,7 @@ __all__ = [
     "ServerKey",
     "SessionEnded",
     "ZchatError",
+    "announcement",
     "decode_envelope",
     "decode_incoming",
     "encode_error",
@@ -69,6 +90,7 @@ __all__ = [
     "encode_request",
     "encode_result",
     "new_room_key",
+    "parse_publication",
     "parse_request",
     "room_topic",
 ]

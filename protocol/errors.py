@@ -11,6 +11,7 @@ The tree, split by who is at fault::
     │   ├── InvalidRequest          a field is missing, unexpected or of the wrong type
     │   ├── InvalidName             user or room name breaks the naming rules
     │   ├── InvalidText             empty text or forbidden control characters
+    │   ├── InvalidRange            a history range that is negative, reversed or out of bounds
     │   ├── TextTooLong             text over the size limit
     │   └── InvalidPassword         password breaks the password rules
     ├── RequestRefused              a well-formed request the broker will not carry out
@@ -20,6 +21,8 @@ The tree, split by who is at fault::
     │   ├── NameTaken               the username is registered already
     │   ├── BadCredentials          unknown user or wrong password (never says which)
     │   ├── NotMember               the session is not in that room
+    │   ├── NoSuchUser              a direct message to a user who does not exist
+    │   ├── BadResumeToken          the resume token is unknown, revoked or expired
     │   ├── TooManyAttempts         login or register throttled; wait and retry
     │   ├── RateLimited             sending faster than the session's message rate
     │   └── LimitReached            a cap is reached (sessions per address, rooms...)
@@ -44,6 +47,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_NAME = "invalid_name"
     INVALID_TEXT = "invalid_text"
+    INVALID_RANGE = "invalid_range"
     TEXT_TOO_LONG = "text_too_long"
     INVALID_PASSWORD = "invalid_password"  # noqa: S105 - an error code, not a secret
     NOT_LOGGED_IN = "not_logged_in"
@@ -52,6 +56,8 @@ class ErrorCode(StrEnum):
     NAME_TAKEN = "name_taken"
     BAD_CREDENTIALS = "bad_credentials"
     NOT_MEMBER = "not_member"
+    NO_SUCH_USER = "no_such_user"
+    BAD_RESUME_TOKEN = "bad_resume_token"  # noqa: S105 - an error code, not a secret
     TOO_MANY_ATTEMPTS = "too_many_attempts"
     RATE_LIMITED = "rate_limited"
     LIMIT_REACHED = "limit_reached"
@@ -100,6 +106,10 @@ class InvalidText(ProtocolViolation):
     code = ErrorCode.INVALID_TEXT
 
 
+class InvalidRange(ProtocolViolation):
+    code = ErrorCode.INVALID_RANGE
+
+
 class TextTooLong(ProtocolViolation):
     code = ErrorCode.TEXT_TOO_LONG
 
@@ -136,6 +146,14 @@ class NotMember(RequestRefused):
     code = ErrorCode.NOT_MEMBER
 
 
+class NoSuchUser(RequestRefused):
+    code = ErrorCode.NO_SUCH_USER
+
+
+class BadResumeToken(RequestRefused):
+    code = ErrorCode.BAD_RESUME_TOKEN
+
+
 class TooManyAttempts(RequestRefused):
     code = ErrorCode.TOO_MANY_ATTEMPTS
 
@@ -160,6 +178,7 @@ ERROR_TYPES: dict[ErrorCode, type[ZchatError]] = {
     ErrorCode.INVALID_REQUEST: InvalidRequest,
     ErrorCode.INVALID_NAME: InvalidName,
     ErrorCode.INVALID_TEXT: InvalidText,
+    ErrorCode.INVALID_RANGE: InvalidRange,
     ErrorCode.TEXT_TOO_LONG: TextTooLong,
     ErrorCode.INVALID_PASSWORD: InvalidPassword,
     ErrorCode.NOT_LOGGED_IN: NotLoggedIn,
@@ -168,6 +187,8 @@ ERROR_TYPES: dict[ErrorCode, type[ZchatError]] = {
     ErrorCode.NAME_TAKEN: NameTaken,
     ErrorCode.BAD_CREDENTIALS: BadCredentials,
     ErrorCode.NOT_MEMBER: NotMember,
+    ErrorCode.NO_SUCH_USER: NoSuchUser,
+    ErrorCode.BAD_RESUME_TOKEN: BadResumeToken,
     ErrorCode.TOO_MANY_ATTEMPTS: TooManyAttempts,
     ErrorCode.RATE_LIMITED: RateLimited,
     ErrorCode.LIMIT_REACHED: LimitReached,

@@ -23,6 +23,20 @@ PING_INTERVAL_MS = 5_000
 LEASE_MS = 15_000
 """A session not heard from for this long is expired (three missed pings)."""
 
+MAX_SEQ = 2**63 - 1
+"""Sequence numbers and message ids are signed 64-bit on the wire and in storage."""
+
+MAX_HISTORY_PAGE = 500
+"""Most events one `history` reply or `join` snapshot carries."""
+
+MAX_MSG_ID_CHARS = 64
+"""A client's message id (for deduplicating retried sends): 1-64 printable ASCII characters."""
+
+MAX_TOKEN_CHARS = 128
+
+ANNOUNCE_INTERVAL_MS = 200
+"""How often the broker announces the latest seq of each room that had traffic lately."""
+
 KEY_BYTES = 32
 """Room keys are ChaCha20-Poly1305 keys."""
 

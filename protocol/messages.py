@@ -14,9 +14,9 @@ from enum import StrEnum
 from functools import cache
 from typing import Any, ClassVar, TypeVar
 
-from .errors import InvalidRequest
-from .limits import KEY_BYTES, MAX_KID
-from .validation import check_name, check_password, check_text
+from .errors import InvalidRange, InvalidRequest
+from .limits import KEY_BYTES, MAX_HISTORY_PAGE, MAX_KID, MAX_TOKEN_CHARS
+from .validation import check_msg_id, check_name, check_password, check_seq_range, check_text
 
 T = TypeVar("T")
 
@@ -63,8 +63,14 @@ def parse_fields(cls: type[T], args: object, what: str) -> T:
 
 
 def fields_of(message: object) -> dict[str, Any]:
-    """A message's fields as the map that goes on the wire."""
-    return {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}  # type: ignore[arg-type]
+    """A message's fields as the map that goes on the wire; optional fields left at their
+    default are left out (the receiver fills them in), so older peers never see them."""
+    wire = {}
+    for field in dataclasses.fields(message):  # type: ignore[arg-type]
+        value = getattr(message, field.name)
+        if field.default is dataclasses.MISSING or value != field.default:
+            wire[field.name] = value
+    return wire
 
 
 # --- requests (client -> broker, over DEALER/ROUTER) ---------------------------------
@@ -143,9 +149,13 @@ class Join(Request):
 
     OP: ClassVar[str] = "join"
     room: str
+    history: int = 0
+    """How many of the room's latest events to return with the reply (a snapshot)."""
 
     def __post_init__(self) -> None:
         check_name("room", self.room)
+        if not 0 <= self.history <= MAX_HISTORY_PAGE:
+            raise InvalidRange(f"history must be 0 to {MAX_HISTORY_PAGE}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +187,62 @@ class Send(Request):
     OP: ClassVar[str] = "send"
     room: str
     text: str
+    msg_id: str = ""
+    """The client's id for this message; a retried send with the same id is stored once."""
 
     def __post_init__(self) -> None:
         check_name("room", self.room)
         check_text(self.text)
+        check_msg_id(self.msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class History(Request):
+    """Stored events of a room the session is in, by an inclusive range of seq."""
+
+    OP: ClassVar[str] = "history"
+    room: str
+    from_seq: int
+    to_seq: int
+
+    def __post_init__(self) -> None:
+        check_name("room", self.room)
+        check_seq_range(self.from_seq, self.to_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Resume(Request):
+    """Take up a session again with the token from `login`, without the password."""
+
+    OP: ClassVar[str] = "resume"
+    NEEDS_SESSION: ClassVar[bool] = False
+    token: str = dataclasses.field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.token) <= MAX_TOKEN_CHARS:
+            raise InvalidRequest(f"resume: token must be 1 to {MAX_TOKEN_CHARS} characters")
+
+
+@dataclass(frozen=True, slots=True)
+class DirectMessage(Request):
+    """Send a private message to every session of ``user``, stored for when they are away."""
+
+    OP: ClassVar[str] = "dm"
+    user: str
+    text: str
+    msg_id: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("user", self.user)
+        check_text(self.text)
+        check_msg_id(self.msg_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox(Request):
+    """The direct messages not yet delivered to this user; they count as delivered after."""
+
+    OP: ClassVar[str] = "inbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +265,10 @@ REQUEST_TYPES: dict[str, type[Request]] = {
         Leave,
         Members,
         Send,
+        History,
+        Resume,
+        DirectMessage,
+        Inbox,
         Ping,
     )
 }
@@ -242,7 +308,19 @@ class SessionEnded(Event):
     reason: str
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.NAME: cls for cls in (RoomKey, SessionEnded)}
+@dataclass(frozen=True, slots=True)
+class Direct(Event):
+    """A direct message, to each session of its recipient (and the sender's other sessions)."""
+
+    NAME: ClassVar[str] = "direct"
+    id: int
+    sender: str
+    recipient: str
+    ts_ms: int
+    text: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.NAME: cls for cls in (RoomKey, SessionEnded, Direct)}
 
 
 # --- room events (broker -> room members, over PUB/SUB, sealed) ------------------------

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .errors import MalformedFrame
-from .limits import KEY_BYTES, MAX_FRAME_BYTES, MAX_KID, NONCE_BYTES
+from .limits import KEY_BYTES, MAX_FRAME_BYTES, MAX_KID, MAX_SEQ, NONCE_BYTES
 from .messages import RoomEvent, RoomEventKind
 
 TOPIC_END = b"\x00"
@@ -73,11 +73,37 @@ class SealedEvent:
             and isinstance(nonce, bytes)
             and isinstance(box, bytes)
             and len(nonce) == NONCE_BYTES
-            and 0 <= seq < 2**63
+            and 0 <= seq <= MAX_SEQ
             and 0 <= kid <= MAX_KID
         ):
             raise CannotOpen("publication header has the wrong types")
         return cls(seq, kid, nonce, box)
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """``[seq]``: the room's latest sequence number, so a member can see it missed the tail."""
+
+    seq: int
+
+
+def parse_publication(body: bytes) -> SealedEvent | Announcement:
+    """Read a publication body: a sealed event, or an announcement of the latest seq."""
+    if len(body) <= 10:  # a one-element array holding an int is at most 10 bytes
+        try:
+            value = msgpack.unpackb(body, raw=False)
+        except Exception as exc:  # msgpack raises many types for bad input
+            raise CannotOpen("publication is not msgpack") from exc
+        if isinstance(value, list) and len(value) == 1 and type(value[0]) is int:
+            if not 0 <= value[0] <= MAX_SEQ:
+                raise CannotOpen("announced seq out of range")
+            return Announcement(value[0])
+    return SealedEvent.parse(body)
+
+
+def announcement(seq: int) -> bytes:
+    """The publication body announcing a room's latest seq."""
+    return msgpack.packb([seq])  # type: ignore[no-any-return]
 
 
 class RoomCipher:

@@ -9,8 +9,22 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from .errors import InvalidName, InvalidPassword, InvalidText, TextTooLong
-from .limits import MAX_NAME_CHARS, MAX_PASSWORD_CHARS, MAX_TEXT_BYTES, MIN_PASSWORD_CHARS
+from .errors import (
+    InvalidName,
+    InvalidPassword,
+    InvalidRange,
+    InvalidRequest,
+    InvalidText,
+    TextTooLong,
+)
+from .limits import (
+    MAX_MSG_ID_CHARS,
+    MAX_NAME_CHARS,
+    MAX_PASSWORD_CHARS,
+    MAX_SEQ,
+    MAX_TEXT_BYTES,
+    MIN_PASSWORD_CHARS,
+)
 
 _FORBIDDEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 _BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
@@ -64,6 +78,24 @@ def check_text(value: str) -> None:
     control = _TEXT_CONTROLS.search(value)
     if control is not None:
         raise InvalidText(f"text must not contain control character U+{ord(control.group()):04X}")
+
+
+def check_msg_id(value: str) -> None:
+    """A client's message id: empty (none), or 1-64 printable ASCII characters."""
+    if len(value) > MAX_MSG_ID_CHARS or not (value.isascii() and value.isprintable()):
+        raise InvalidRequest(
+            f"msg_id must be at most {MAX_MSG_ID_CHARS} printable ASCII characters"
+        )
+
+
+def check_seq_range(from_seq: int, to_seq: int) -> None:
+    """An inclusive range of sequence numbers: 1 <= from_seq <= to_seq <= 2**63-1."""
+    if from_seq < 1:
+        raise InvalidRange(f"from_seq must be at least 1, not {from_seq}")
+    if to_seq < from_seq:
+        raise InvalidRange(f"to_seq ({to_seq}) is before from_seq ({from_seq})")
+    if to_seq > MAX_SEQ:
+        raise InvalidRange(f"to_seq must be at most {MAX_SEQ}")
 
 
 def check_password(value: str) -> None:

@@ -8,7 +8,10 @@ import msgpack
 import pytest
 
 from zchat.protocol import (
+    DirectMessage,
     Hello,
+    History,
+    Inbox,
     Join,
     Leave,
     ListRooms,
@@ -19,6 +22,7 @@ from zchat.protocol import (
     Register,
     Reply,
     Request,
+    Resume,
     RoomKey,
     Send,
     ServerKey,
@@ -61,7 +65,11 @@ SAMPLES: dict[str, Request] = {
     "join": Join(room="room1"),
     "leave": Leave(room="房间"),
     "members": Members(room="Ñandú"),
-    "send": Send(room="room1", text="hi\tthere\nbob, 5€ 🎉"),
+    "send": Send(room="room1", text="hi\tthere\nbob, 5€ 🎉", msg_id="c0ffee"),
+    "history": History(room="room1", from_seq=1, to_seq=50),
+    "resume": Resume(token="ab" * 32),
+    "dm": DirectMessage(user="bob", text="psst"),
+    "inbox": Inbox(),
     "ping": Ping(),
 }
 """One valid request of every operation."""
@@ -120,7 +128,7 @@ def test_register_frame_carries_the_password_as_a_string() -> None:
     assert body["args"] == {"user": "alice", "password": "correct horse"}
 
 
-@pytest.mark.parametrize("op", ["hello", "server_key", "logout", "rooms", "ping"])
+@pytest.mark.parametrize("op", ["hello", "server_key", "logout", "rooms", "inbox", "ping"])
 def test_args_may_be_omitted_when_the_operation_has_no_fields(op: str) -> None:
     assert parse_request(decode_envelope(request_frame(op=op, args=MISSING))) == SAMPLES[op]
 

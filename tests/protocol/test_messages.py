@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import typing
 from collections.abc import Callable
@@ -10,6 +11,7 @@ import pytest
 
 from tests.protocol.spec import spec_section, table_rows
 from zchat.protocol import (
+    Direct,
     Hello,
     Join,
     Leave,
@@ -17,40 +19,50 @@ from zchat.protocol import (
     Members,
     Ping,
     Register,
+    Resume,
     RoomEventKind,
     RoomKey,
     Send,
     SessionEnded,
+    decode_incoming,
+    encode_event,
 )
 from zchat.protocol.errors import (
     InvalidName,
     InvalidPassword,
+    InvalidRange,
     InvalidRequest,
     InvalidText,
     TextTooLong,
     ZchatError,
 )
+from zchat.protocol.limits import MAX_HISTORY_PAGE
 from zchat.protocol.messages import EVENT_TYPES, REQUEST_TYPES, fields_of, parse_fields
 
 SPEC_TYPES = {"str": str, "int": int, "bin": bytes, "bin(32)": bytes}
 """Wire types as the spec spells them, mapped to the Python types that carry them."""
 
 
-def documented_fields(cell: str) -> dict[str, type]:
-    """A spec cell such as ``user: str, password: str`` (an en dash: none) as name -> type."""
+def documented_fields(cell: str) -> dict[str, tuple[type, object]]:
+    """A spec cell such as ``user: str, history: int = 0`` (an en dash: none) as
+    name -> (type, default or MISSING)."""
     cell = cell.strip("`")
     if cell == "\u2013":
         return {}
-    fields = {}
+    fields: dict[str, tuple[type, object]] = {}
     for part in cell.split(", "):
         name, wire_type = part.split(": ")
-        fields[name] = SPEC_TYPES[wire_type]
+        default: object = dataclasses.MISSING
+        if " = " in wire_type:
+            wire_type, literal = wire_type.split(" = ")
+            default = ast.literal_eval(literal)
+        fields[name] = (SPEC_TYPES[wire_type], default)
     return fields
 
 
-def declared_fields(cls: type) -> dict[str, type]:
+def declared_fields(cls: type) -> dict[str, tuple[type, object]]:
     hints = typing.get_type_hints(cls)
-    return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+    return {field.name: (hints[field.name], field.default) for field in dataclasses.fields(cls)}
 
 
 # --- construction validates --------------------------------------------------------------------
@@ -220,3 +232,24 @@ def test_room_event_kinds_are_the_documented_strings() -> None:
     assert RoomEventKind.MESSAGE.value == "msg"
     assert RoomEventKind.JOINED.value == "join"
     assert RoomEventKind.LEFT.value == "leave"
+
+
+@pytest.mark.parametrize("history", [-1, MAX_HISTORY_PAGE + 1])
+def test_join_history_is_bounded(history: int) -> None:
+    with pytest.raises(InvalidRange):
+        Join(room="room1", history=history)
+
+
+def test_optional_fields_at_their_default_stay_off_the_wire() -> None:
+    assert fields_of(Send(room="r", text="hi")) == {"room": "r", "text": "hi"}
+    assert fields_of(Send(room="r", text="hi", msg_id="m1"))["msg_id"] == "m1"
+    assert fields_of(Join(room="r", history=50)) == {"room": "r", "history": 50}
+
+
+def test_resume_repr_hides_the_token() -> None:
+    assert "secret-token" not in repr(Resume(token="secret-token"))
+
+
+def test_direct_event_round_trips() -> None:
+    event = Direct(id=7, sender="alice", recipient="bob", ts_ms=5, text="psst")
+    assert decode_incoming(encode_event(event)) == event

@@ -8,12 +8,15 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from zchat.protocol import (
+    Announcement,
     CannotOpen,
     RoomCipher,
     RoomEvent,
     RoomEventKind,
     SealedEvent,
+    announcement,
     new_room_key,
+    parse_publication,
     room_topic,
 )
 from zchat.protocol.errors import MalformedFrame, ProtocolViolation
@@ -340,3 +343,23 @@ def test_parse_accepts_a_body_of_exactly_the_frame_limit() -> None:
     body = msgpack.packb([1, 2, NONCE, box], use_bin_type=True)
     assert len(body) == MAX_FRAME_BYTES
     assert SealedEvent.parse(body).box == box
+
+
+@pytest.mark.parametrize("seq", [0, 1, 2**63 - 1])
+def test_announcements_round_trip_and_are_told_apart_from_sealed_events(seq: int) -> None:
+    assert parse_publication(announcement(seq)) == Announcement(seq)
+
+
+def test_a_sealed_event_still_parses_as_one() -> None:
+    cipher = RoomCipher(3, bytes(range(32)))
+    body = cipher.seal(room_topic("r"), 9, RoomEventKind.MESSAGE, "alice", 1, "hi")
+    parsed = parse_publication(body)
+    assert isinstance(parsed, SealedEvent) and parsed.seq == 9
+
+
+@pytest.mark.parametrize(
+    "body", [msgpack.packb([-1]), msgpack.packb([True]), msgpack.packb(["7"]), b"\xc1", b""]
+)
+def test_bad_announcements_cannot_be_opened(body: bytes) -> None:
+    with pytest.raises(CannotOpen):
+        parse_publication(body)

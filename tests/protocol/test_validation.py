@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import pytest
 
-from zchat.protocol.errors import InvalidName, InvalidPassword, InvalidText, TextTooLong
+from zchat.protocol.errors import (
+    InvalidName,
+    InvalidPassword,
+    InvalidRange,
+    InvalidRequest,
+    InvalidText,
+    TextTooLong,
+)
 from zchat.protocol.limits import (
     MAX_NAME_CHARS,
     MAX_PASSWORD_CHARS,
     MAX_TEXT_BYTES,
     MIN_PASSWORD_CHARS,
 )
-from zchat.protocol.validation import check_name, check_password, check_text, name_key
+from zchat.protocol.validation import (
+    check_msg_id,
+    check_name,
+    check_password,
+    check_seq_range,
+    check_text,
+    name_key,
+)
 
 # --- names -------------------------------------------------------------------------------------
 
@@ -280,3 +294,27 @@ def test_empty_password_is_refused() -> None:
 def test_names_that_render_blank_or_start_with_a_mark_are_refused(name: str) -> None:
     with pytest.raises(InvalidName):
         check_name("user", name)
+
+
+@pytest.mark.parametrize(
+    ("from_seq", "to_seq"), [(0, 5), (-3, 5), (10, 9), (1, 2**63), (-(2**63), -1)]
+)
+def test_bad_history_ranges_are_invalid_range(from_seq: int, to_seq: int) -> None:
+    with pytest.raises(InvalidRange):
+        check_seq_range(from_seq, to_seq)
+
+
+@pytest.mark.parametrize(("from_seq", "to_seq"), [(1, 1), (1, 2**63 - 1), (40, 90)])
+def test_good_history_ranges_pass(from_seq: int, to_seq: int) -> None:
+    check_seq_range(from_seq, to_seq)
+
+
+@pytest.mark.parametrize("msg_id", ["", "a", "0123456789abcdef" * 4, "id-42_x.y"])
+def test_message_ids_that_pass(msg_id: str) -> None:
+    check_msg_id(msg_id)
+
+
+@pytest.mark.parametrize("msg_id", ["x" * 65, "naïve", "tab\there", "line\n", "\x1b[0m"])
+def test_message_ids_that_are_refused(msg_id: str) -> None:
+    with pytest.raises(InvalidRequest):
+        check_msg_id(msg_id)
