@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -39,13 +39,10 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class InteractiveOptions:
-    host: str
-    port: int
     user: str | None
     password: str | None
     register: bool
     room: str | None
-    connect_timeout: float
     colour: bool
 
 
@@ -94,11 +91,21 @@ class Screen:
         self.say(text, ERROR_STYLE)
 
 
-async def run_interactive(options: InteractiveOptions) -> int:
-    """Run the conversation until the user quits; the exit code."""
-    client = await ChatClient.connect(
-        options.host, options.port, connect_timeout=options.connect_timeout
-    )
+async def confirm(question: str) -> bool:
+    """Ask a yes/no question; only "y" or "yes" is yes (Ctrl-C and Ctrl-D are no)."""
+    session: PromptSession[str] = PromptSession(history=DummyHistory())
+    try:
+        answer = await _prompt(session, question)
+    except UserQuit:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+async def run_interactive(
+    options: InteractiveOptions, connect: Callable[[], Awaitable[ChatClient]]
+) -> int:
+    """Connect, then run the conversation until the user quits; the exit code."""
+    client = await connect()
     app = Interactive(client, Screen(options.colour), options)
     try:
         with patch_stdout():

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import click
@@ -26,13 +26,10 @@ from .session import ChatClient
 
 @dataclass(frozen=True, slots=True)
 class ScriptOptions:
-    host: str
-    port: int
     user: str
     password: str
     register: bool
     room: str
-    connect_timeout: float
 
 
 def read_lines(fd: int, deliver: Callable[[str | None], None]) -> threading.Thread:
@@ -66,11 +63,9 @@ def warn(line: str) -> None:
     click.echo(line, err=True)
 
 
-async def run_script(options: ScriptOptions) -> int:
-    """Log in, join one room, relay stdin to it and print its events; the exit code."""
-    client = await ChatClient.connect(
-        options.host, options.port, connect_timeout=options.connect_timeout
-    )
+async def run_script(options: ScriptOptions, connect: Callable[[], Awaitable[ChatClient]]) -> int:
+    """Connect, log in, join one room, relay stdin to it and print its events; the exit code."""
+    client = await connect()
     try:
         if options.register:
             say(f"Registered {await client.register(options.user, options.password)}.")
