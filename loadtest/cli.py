@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,8 +55,16 @@ class WorkerHandle:
 class Coordinator:
     """Runs the phases over the workers; owns the progress bar."""
 
-    def __init__(self, config: LoadConfig, target: Target, broker: SpawnedBroker | None) -> None:
+    def __init__(
+        self,
+        config: LoadConfig,
+        target: Target,
+        broker: SpawnedBroker | None,
+        profile_path: Path | None = None,
+    ) -> None:
         self.config = config
+        self.profile_path = profile_path
+        self.profiler: subprocess.Popen[bytes] | None = None
         self.target = target
         self.broker = broker
         self.bar = ProgressBar()
@@ -185,6 +194,9 @@ class Coordinator:
         end = start + config.duration_s
         self.wait_until(lambda: time.monotonic() >= start, start + 5, lambda: None)
         cpu_start = self.broker.cpu_seconds() if self.broker else 0.0
+        threads_start = self.broker.cpu_by_thread() if self.broker else {}
+        if self.broker is not None and self.profile_path is not None:
+            self.profiler = self.broker.profile(self.profile_path, config.duration_s)
         previous = (time.monotonic(), self.total("accepted"), self.total("deliveries"))
         rates = (0.0, 0.0)
 
@@ -208,8 +220,12 @@ class Coordinator:
         self.window_s = min(time.monotonic(), end) - start
         if self.broker is not None:
             cpu = self.broker.cpu_seconds() - cpu_start
+            threads = {
+                name: spent - threads_start.get(name, 0.0)
+                for name, spent in self.broker.cpu_by_thread().items()
+            }
             rss, _ = self.broker.memory()
-            self.usage = BrokerUsage(cpu, rss, 0, self.broker.baseline_rss_kb)
+            self.usage = BrokerUsage(cpu, rss, 0, self.broker.baseline_rss_kb, threads)
         show_run()
 
         self.wait_until(
@@ -237,9 +253,7 @@ class Coordinator:
         results = [w.result for w in self.workers if w.result is not None]
         if self.broker is not None and self.usage is not None:
             _, peak = self.broker.memory()
-            self.usage = BrokerUsage(
-                self.usage.cpu_s, self.usage.rss_kb, peak, self.usage.baseline_rss_kb
-            )
+            self.usage = dataclasses.replace(self.usage, peak_rss_kb=peak)
         config = self.config
         figures = summarise(
             results=results,
@@ -260,6 +274,12 @@ class Coordinator:
 
     def shut_down(self) -> None:
         self.bar.close()
+        if self.profiler is not None:
+            try:
+                self.profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                self.profiler.kill()
+                self.profiler.wait()
         self.stop()
         deadline = time.monotonic() + STOP_GRACE_S
         for handle in self.workers:
@@ -320,6 +340,12 @@ def throttle_hint(figures: Figures, spawned: bool) -> str | None:
     help="Load accounts' password [env ZCHAT_LOAD_PASSWORD].",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--profile-broker",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --spawn-broker: py-spy the broker over the run (.svg flame graph, .txt raw).",
+)
 def main(
     spawn_broker: bool,
     host: str | None,
@@ -342,6 +368,7 @@ def main(
     prefix: str,
     password: str | None,
     json_path: Path | None,
+    profile_broker: Path | None,
 ) -> None:
     """Load-test a zchat broker with ROOMS x MEMBERS real clients and report what it did."""
     try:
@@ -370,11 +397,18 @@ def main(
         raise click.UsageError(str(exc)) from exc
     if host is not None and not is_loopback(host):
         click.echo(f"Target {host} is not loopback: sending load there as asked.", err=True)
-    code = run(config, json_path, pub_hwm)
+    if profile_broker is not None and not spawn_broker:
+        raise click.UsageError("--profile-broker needs --spawn-broker")
+    code = run(config, json_path, pub_hwm, profile_broker)
     sys.exit(code)
 
 
-def run(config: LoadConfig, json_path: Path | None, pub_hwm: int | None = None) -> int:
+def run(
+    config: LoadConfig,
+    json_path: Path | None,
+    pub_hwm: int | None = None,
+    profile_path: Path | None = None,
+) -> int:
     """One whole run; returns the exit code (0: complete and nothing lost)."""
     broker: SpawnedBroker | None = None
     coordinator: Coordinator | None = None
@@ -386,7 +420,7 @@ def run(config: LoadConfig, json_path: Path | None, pub_hwm: int | None = None) 
         else:
             assert config.host is not None and config.port is not None
             target = resolve_running(config.host, config.port, config.server_key, config.key_port)
-        coordinator = Coordinator(config, target, broker)
+        coordinator = Coordinator(config, target, broker, profile_path)
         try:
             coordinator.run()
         except KeyboardInterrupt:

@@ -75,7 +75,18 @@ def render_table(figures: Figures) -> str:
             (
                 "broker CPU",
                 f"{figures.broker_cpu_s:.2f} s"
-                + (f", {per:.2f} us per delivery" if per is not None else ""),
+                + (f", {per:.2f} us per delivery" if per is not None else "")
+                + (
+                    " ("
+                    + ", ".join(
+                        f"{name} {spent:.2f} s"
+                        for name, spent in sorted(figures.broker_cpu_by_thread.items())
+                        if spent >= 0.01
+                    )
+                    + ")"
+                    if figures.broker_cpu_by_thread
+                    else ""
+                ),
             )
         )
     if figures.broker_rss_kb is not None:

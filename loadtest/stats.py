@@ -117,6 +117,8 @@ class BrokerUsage:
     peak_rss_kb: int
     baseline_rss_kb: int
     """RSS before any load client connected."""
+    cpu_by_thread: dict[str, float] = field(default_factory=dict)
+    """CPU seconds in the window per broker thread name (event loop, ZeroMQ I/O, hashers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +155,7 @@ class Figures:
     send_errors: dict[str, int]
     login_errors: dict[str, int]
     broker_cpu_s: float | None
+    broker_cpu_by_thread: dict[str, float] | None
     broker_cpu_us_per_delivery: float | None
     broker_rss_kb: int | None
     broker_rss_per_client_kb: float | None
@@ -232,6 +235,7 @@ def summarise(
         send_errors=dict(send_errors),
         login_errors=dict(login_errors),
         broker_cpu_s=broker.cpu_s if broker else None,
+        broker_cpu_by_thread=broker.cpu_by_thread if broker else None,
         broker_cpu_us_per_delivery=cpu_per_delivery,
         broker_rss_kb=broker.peak_rss_kb if broker else None,
         broker_rss_per_client_kb=(

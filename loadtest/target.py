@@ -118,14 +118,26 @@ def _proc_status(pid: int) -> dict[str, int]:
     return values
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all threads), from /proc."""
+def _cpu_seconds(stat_path: Path) -> float:
+    """User + system CPU from a /proc stat file (a process: all its threads)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat_path.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name added up), from /proc."""
+    spent: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        spent[name] = spent.get(name, 0.0) + _cpu_seconds(task / "stat")
+    return spent
 
 
 class SpawnedBroker:
@@ -194,7 +206,35 @@ class SpawnedBroker:
         raise TargetError(f"the broker did not start; its output:\n{self.log_tail()}")
 
     def cpu_seconds(self) -> float:
-        return _cpu_seconds(self.process.pid) if self.process else 0.0
+        return _cpu_seconds(Path(f"/proc/{self.process.pid}/stat")) if self.process else 0.0
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        """CPU seconds so far per thread name: the event loop, ZeroMQ's I/O, the hashers."""
+        return _threads_cpu(self.process.pid) if self.process else {}
+
+    def profile(self, output: Path, seconds: float) -> subprocess.Popen[bytes] | None:
+        """Sample the broker with py-spy (the `bench` extra) for ``seconds``, into ``output``."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if self.process is None or not Path(spy).exists():
+            return None
+        return subprocess.Popen(  # noqa: S603 (py-spy beside our interpreter, our own pid)
+            [
+                spy,
+                "record",
+                "--pid",
+                str(self.process.pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--output",
+                str(output),
+                *(["--format", "raw"] if output.suffix == ".txt" else []),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def memory(self) -> tuple[int, int]:
         """(RSS, peak RSS) in kB."""
