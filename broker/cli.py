@@ -21,6 +21,7 @@ from .config import (
     DEFAULT_PUB_HWM,
     DEFAULT_PUB_PORT,
     BrokerConfig,
+    Retention,
 )
 from .keys import BrokerKeys, KeyFileError, load_or_create_keys
 from .server import Endpoints, run_broker
@@ -119,6 +120,20 @@ def limit_options(command: Callable[..., None]) -> Callable[..., None]:
     is_flag=True,
     help="Print the broker's public key and fingerprint (making them if new) and exit.",
 )
+@click.option(
+    "--history-days",
+    type=click.FloatRange(min=0.001),
+    default=Retention().days,
+    show_default=True,
+    help="Room messages older than this many days are deleted.",
+)
+@click.option(
+    "--history-max",
+    type=click.IntRange(min=1),
+    default=Retention().max_per_room,
+    show_default=True,
+    help="Most messages kept per room; older ones are deleted.",
+)
 @limit_options
 def main(
     host: str,
@@ -130,6 +145,8 @@ def main(
     pub_hwm: int,
     key_port: int,
     show_key: bool,
+    history_days: float,
+    history_max: int,
     **limits: Any,
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
@@ -143,6 +160,7 @@ def main(
         lease_ms=int(lease_s * 1000),
         pub_hwm=pub_hwm,
         limits=Limits(**limits),
+        retention=Retention(days=history_days, max_per_room=history_max),
     )
 
     if show_key:

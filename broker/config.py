@@ -25,6 +25,19 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """How much room history the broker keeps: events older than ``days`` go, and any
+    beyond the last ``max_per_room`` of a room."""
+
+    days: float = 365.0
+    max_per_room: int = 100_000
+
+    @property
+    def max_age_ms(self) -> int:
+        return int(self.days * 86_400_000)
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     """Where the broker listens and keeps its data; port 0 means any free port."""
 
@@ -36,6 +49,7 @@ class BrokerConfig:
     lease_ms: int = LEASE_MS
     """A session silent this long is ended; clients ping three times per lease."""
     limits: Limits = field(default_factory=Limits)
+    retention: Retention = field(default_factory=Retention)
     pub_hwm: int = DEFAULT_PUB_HWM
     """Room events queued per subscriber before ZeroMQ drops (bounds memory per slow reader)."""
     hash_workers: int = 2

@@ -13,13 +13,18 @@ Argon2 is too slow for the event loop.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zchat.protocol import (
+    Direct,
+    DirectMessage,
     Hello,
+    History,
+    Inbox,
     Join,
     Leave,
     ListRooms,
@@ -27,6 +32,7 @@ from zchat.protocol import (
     Members,
     Ping,
     Request,
+    Resume,
     RoomEventKind,
     Send,
     SessionEnded,
@@ -35,22 +41,40 @@ from zchat.protocol import (
 from zchat.protocol.errors import (
     AlreadyLoggedIn,
     BadCredentials,
+    BadResumeToken,
     InternalError,
     LimitReached,
     NameTaken,
+    NoSuchUser,
     NotLoggedIn,
     NotMember,
     RateLimited,
     SessionExpired,
 )
-from zchat.protocol.limits import DEFAULT_ROOM, MAX_NAME_CHARS, MAX_TEXT_BYTES, PROTOCOL_VERSION
+from zchat.protocol.limits import (
+    DEFAULT_ROOM,
+    MAX_HISTORY_PAGE,
+    MAX_NAME_CHARS,
+    MAX_TEXT_BYTES,
+    PROTOCOL_VERSION,
+)
 from zchat.protocol.validation import name_key
 
 from .admission import record_login
 from .membership import end_session, find_or_create_room, join_room, leave_room, publish_event
-from .outgoing import Direct, Failure, Outgoing, Result
+from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
+from .storage import DuplicateMessage, StoredDirect, StoredEvent
 from .throttle import TokenBucket
+
+RESUME_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000
+"""A resume token unused for this long stops working."""
+
+
+def token_hash(token: str) -> str:
+    """What the broker keeps of a resume token: a copy of the database cannot resume anyone."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
 
 logger = logging.getLogger(__name__)
 
@@ -122,36 +146,68 @@ def handle_register(ctx: Context, request: NewAccount) -> dict[str, Any]:
 
 
 def handle_login(ctx: Context, request: CheckedLogin) -> dict[str, Any]:
-    """login {user, password} -> {user, session}"""
-    state = ctx.state
+    """login {user, password} -> {user, session, resume, unread}"""
     if ctx.session is not None:
         raise AlreadyLoggedIn(f"this connection is already logged in as {ctx.session.user}")
-    peer = ctx.connection.peer
-    record_login(state, request.user, peer, request.account is not None, ctx.now_ms)
+    record_login(
+        ctx.state, request.user, ctx.connection.peer, request.account is not None, ctx.now_ms
+    )
     if request.account is None:
         raise BadCredentials("wrong username or password")
+    token = ctx.state.new_token()
+    ctx.state.storage.add_resume_token(
+        token_hash(token), request.account, ctx.now_ms + RESUME_TOKEN_TTL_MS
+    )
+    logger.info("%s logged in from <%s>", request.account, ctx.connection.peer)
+    return start_session(ctx, request.account, token)
+
+
+def handle_resume(ctx: Context, request: Resume) -> dict[str, Any]:
+    """resume {token} -> {user, session, resume, unread}"""
+    if ctx.session is not None:
+        raise AlreadyLoggedIn(f"this connection is already logged in as {ctx.session.user}")
+    user = ctx.state.storage.use_resume_token(
+        token_hash(request.token), ctx.now_ms, ctx.now_ms + RESUME_TOKEN_TTL_MS
+    )
+    if user is None:
+        raise BadResumeToken("that session cannot be resumed; log in with your password")
+    logger.info("%s resumed a session from <%s>", user, ctx.connection.peer)
+    return start_session(ctx, user, request.token)
+
+
+def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
+    """Bind a new session for ``user`` to the caller's connection (login and resume)."""
+    state, peer = ctx.state, ctx.connection.peer
     limits = state.settings.limits
     sessions_here = state.sessions_per_peer.get(peer, 0)
     if sessions_here >= limits.sessions_per_address:
         raise LimitReached(f"at most {limits.sessions_per_address} sessions per address")
     session = Session(
         state.new_session_id(),
-        request.account,
+        user,
         ctx.connection,
         last_seen_ms=ctx.now_ms,
         send_bucket=TokenBucket.full(limits.message_rate, limits.message_burst, ctx.now_ms),
+        resume_hash=token_hash(token),
     )
     state.sessions[ctx.connection.routing_id] = session
+    state.sessions_by_user.setdefault(name_key(user), {})[session.session_id] = session
     state.sessions_per_peer[peer] = sessions_here + 1
     state.expired.pop(ctx.connection.routing_id, None)
-    logger.info("%s logged in from <%s>", session.user, ctx.connection.peer)
-    return {"user": session.user, "session": session.session_id}
+    return {
+        "user": user,
+        "session": session.session_id,
+        "resume": token,
+        "unread": state.storage.count_undelivered(user),
+    }
 
 
 def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
     """logout {} -> {rooms: [left]}"""
-    rooms = end_session(ctx.state, ctx.member, ctx.now_ms, ctx.outbox)
-    logger.info("%s logged out from <%s>", ctx.member.user, ctx.connection.peer)
+    session = ctx.member
+    rooms = end_session(ctx.state, session, ctx.now_ms, ctx.outbox)
+    ctx.state.storage.revoke_resume_token(session.resume_hash)
+    logger.info("%s logged out from <%s>", session.user, ctx.connection.peer)
     return {"rooms": rooms}
 
 
@@ -168,6 +224,13 @@ def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
         raise LimitReached(f"at most {limit} rooms at once; leave one first")
     room, created = find_or_create_room(ctx.state, request.room)
     join_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
+    snapshot = (
+        ctx.state.storage.events(
+            room.name, max(1, room.seq - request.history + 1), room.seq, request.history
+        )
+        if request.history and room.seq
+        else []
+    )
     return {
         "room": room.name,
         "created": created,
@@ -176,7 +239,13 @@ def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
         "key": room.cipher.key,
         "seq": room.seq,
         "members": sorted(room.user_sessions),
+        "events": [event_row(event) for event in snapshot],
     }
+
+
+def event_row(event: StoredEvent) -> list[object]:
+    """A stored event as the wire's ``[seq, kind, user, ts_ms, text]``."""
+    return [event.seq, event.kind, event.user, event.ts_ms, event.text]
 
 
 def handle_leave(ctx: Context, request: Leave) -> dict[str, Any]:
@@ -201,16 +270,73 @@ def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
             f"slow down: at most {bucket.rate:g} messages per second; "
             f"retry in {bucket.wait_ms()} ms"
         )
-    seq = publish_event(
-        ctx.state,
-        room,
-        RoomEventKind.MESSAGE,
-        ctx.member.user,
-        ctx.now_ms,
-        ctx.outbox,
-        request.text,
-    )
-    return {"room": room.name, "seq": seq, "ts_ms": ctx.now_ms}
+    try:
+        seq = publish_event(
+            ctx.state,
+            room,
+            RoomEventKind.MESSAGE,
+            ctx.member.user,
+            ctx.now_ms,
+            ctx.outbox,
+            request.text,
+            request.msg_id,
+        )
+    except DuplicateMessage as duplicate:
+        [original] = ctx.state.storage.events(room.name, duplicate.number, duplicate.number, 1)
+        return {"room": room.name, "seq": original.seq, "ts_ms": original.ts_ms, "duplicate": True}
+    return {"room": room.name, "seq": seq, "ts_ms": ctx.now_ms, "duplicate": False}
+
+
+def handle_history(ctx: Context, request: History) -> dict[str, Any]:
+    """history {room, from_seq, to_seq} -> {room, events, more, last_seq}"""
+    room = ctx.joined_room(request.room)
+    to_seq = min(request.to_seq, room.seq)
+    events = ctx.state.storage.events(room.name, request.from_seq, to_seq, MAX_HISTORY_PAGE)
+    more = len(events) == MAX_HISTORY_PAGE and events[-1].seq < to_seq
+    return {
+        "room": room.name,
+        "events": [event_row(event) for event in events],
+        "more": more,
+        "last_seq": room.seq,
+    }
+
+
+def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
+    """dm {user, text, msg_id} -> {id, user, ts_ms, duplicate}"""
+    state, sender = ctx.state, ctx.member
+    account = state.storage.account(request.user)
+    if account is None:
+        raise NoSuchUser(f"there is no user {request.user}")
+    stored = StoredDirect(0, sender.user, account.name, ctx.now_ms, request.text, request.msg_id)
+    try:
+        number = state.storage.add_direct(stored)
+    except DuplicateMessage as duplicate:
+        return {"id": duplicate.number, "user": account.name, "ts_ms": ctx.now_ms,
+                "duplicate": True}  # fmt: skip
+    event = Direct(number, sender.user, account.name, ctx.now_ms, request.text)
+    recipients = state.sessions_by_user.get(name_key(account.name), {})
+    if recipients:
+        state.storage.mark_delivered([number])
+    copies = {**state.sessions_by_user.get(name_key(sender.user), {}), **recipients}
+    copies.pop(sender.session_id, None)
+    ctx.outbox.extend(Unicast(s.connection.routing_id, event) for s in copies.values())
+    return {"id": number, "user": account.name, "ts_ms": ctx.now_ms, "duplicate": False}
+
+
+def handle_inbox(ctx: Context, request: Inbox) -> dict[str, Any]:
+    """inbox {} -> {messages: [{id, sender, recipient, ts_ms, text}], more}"""
+    storage = ctx.state.storage
+    waiting = storage.undelivered(ctx.member.user, MAX_HISTORY_PAGE + 1)
+    page = waiting[:MAX_HISTORY_PAGE]
+    storage.mark_delivered([message.id for message in page])
+    return {
+        "messages": [
+            {"id": m.id, "sender": m.sender, "recipient": m.recipient, "ts_ms": m.ts_ms,
+             "text": m.text}
+            for m in page
+        ],
+        "more": len(waiting) > MAX_HISTORY_PAGE,
+    }  # fmt: skip
 
 
 def handle_ping(ctx: Context, request: Ping) -> dict[str, Any]:
@@ -230,6 +356,10 @@ HANDLERS: dict[type[Request], Handler] = {
     Leave: handle_leave,
     Members: handle_members,
     Send: handle_send,
+    History: handle_history,
+    Resume: handle_resume,
+    DirectMessage: handle_dm,
+    Inbox: handle_inbox,
     Ping: handle_ping,
 }
 
@@ -260,7 +390,7 @@ def dispatch(
     except Exception:  # a bug costs one request an internal_error, never the broker
         logger.exception("%s failed", request.OP)
         reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
-    outbox.insert(0, Direct(connection.routing_id, reply))
+    outbox.insert(0, Unicast(connection.routing_id, reply))
     return outbox
 
 
@@ -272,7 +402,7 @@ def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
         end_session(state, session, now_ms, outbox)
         routing_id = session.connection.routing_id
         state.remember_expired(routing_id)
-        outbox.append(Direct(routing_id, SessionEnded(reason="expired")))
+        outbox.append(Unicast(routing_id, SessionEnded(reason="expired")))
         logger.info("%s timed out from <%s>", session.user, session.connection.peer)
     return outbox
 
@@ -280,7 +410,7 @@ def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
 def load_state(state: BrokerState) -> BrokerState:
     """Fill a fresh state with the stored rooms, creating the `default` room if missing."""
     for stored in state.storage.rooms():
-        state.rooms[name_key(stored.name)] = state.make_room(stored.name, stored.last_seq)
+        state.add_room(stored.name, stored.last_seq)
     find_or_create_room(state, DEFAULT_ROOM)
     state.storage.commit()
     return state

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 
-from zchat.protocol import RoomCipher, RoomEventKind, RoomKey
+from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement
 from zchat.protocol.validation import name_key
 
-from .outgoing import Direct, Outgoing, Publish
+from .outgoing import Outgoing, Publish, Unicast
 from .state import BrokerState, Room, Session
 from .storage import StoredEvent
 
 logger = logging.getLogger(__name__)
+
+ANNOUNCE_FOR_MS = 1_000
+"""How long after a room's last event its latest seq keeps being announced."""
 
 
 def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
@@ -26,7 +29,7 @@ def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
     if room is not None:
         return room, False
     state.storage.add_room(name)
-    room = state.rooms[key] = state.make_room(name, last_seq=0)
+    room = state.add_room(name, last_seq=0)
     logger.info("room [%s] created", name)
     return room, True
 
@@ -39,13 +42,29 @@ def publish_event(
     now_ms: int,
     outbox: list[Outgoing],
     text: str = "",
+    msg_id: str = "",
 ) -> int:
-    """Store the room's next event and publish it sealed; returns its sequence number."""
+    """Store the room's next event and publish it sealed; returns its sequence number.
+
+    Raises `DuplicateMessage` (storing and publishing nothing) if the user already
+    stored a message with this ``msg_id`` in this room.
+    """
     seq = room.seq + 1
-    state.storage.append_event(StoredEvent(room.name, seq, kind.value, user, now_ms, text))
+    state.storage.append_event(StoredEvent(room.name, seq, kind.value, user, now_ms, text, msg_id))
     room.seq = seq
     outbox.append(Publish(room.topic, room.cipher.seal(room.topic, seq, kind, user, now_ms, text)))
+    state.announcing[room.topic] = now_ms + ANNOUNCE_FOR_MS
     return seq
+
+
+def announce_rooms(state: BrokerState, now_ms: int) -> list[Outgoing]:
+    """Publish the latest seq of each room with recent traffic, so members see a lost tail."""
+    outbox: list[Outgoing] = []
+    for topic, until_ms in list(state.announcing.items()):
+        outbox.append(Publish(topic, announcement(state.rooms_by_topic[topic].seq)))
+        if until_ms < now_ms:
+            del state.announcing[topic]
+    return outbox
 
 
 def join_room(
@@ -86,7 +105,7 @@ def rotate_key(state: BrokerState, room: Room, outbox: list[Outgoing]) -> None:
     """Give the room a new key and send it to each member session (over the ROUTER only)."""
     room.cipher = RoomCipher(room.cipher.kid + 1, state.new_key())
     event = RoomKey(room=room.name, kid=room.cipher.kid, key=room.cipher.key)
-    outbox.extend(Direct(member.connection.routing_id, event) for member in room.sessions.values())
+    outbox.extend(Unicast(member.connection.routing_id, event) for member in room.sessions.values())
 
 
 def end_session(
@@ -99,6 +118,10 @@ def end_session(
         leave_room(state, session, room, now_ms, outbox)
         left.append(room.name)
     del state.sessions[session.connection.routing_id]
+    user_key = name_key(session.user)
+    del state.sessions_by_user[user_key][session.session_id]
+    if not state.sessions_by_user[user_key]:
+        del state.sessions_by_user[user_key]
     peer = session.connection.peer
     remaining = state.sessions_per_peer.pop(peer) - 1
     if remaining:

@@ -25,7 +25,7 @@ class Failure:
 
 
 @dataclass(frozen=True, slots=True)
-class Direct:
+class Unicast:
     """A reply or event for one connection, sent over the ROUTER only."""
 
     routing_id: bytes
@@ -40,4 +40,4 @@ class Publish:
     body: bytes
 
 
-Outgoing = Direct | Publish
+Outgoing = Unicast | Publish

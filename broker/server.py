@@ -31,12 +31,14 @@ from zchat.protocol import (
     parse_request,
 )
 from zchat.protocol.errors import LimitReached, MalformedFrame, UnknownOperation
+from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
-from .config import BrokerConfig
+from .config import BrokerConfig, Retention
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
 from .keys import BrokerKeys, load_or_create_keys
-from .outgoing import Direct, Failure, Outgoing, Publish, Result
+from .membership import announce_rooms
+from .outgoing import Failure, Outgoing, Publish, Result, Unicast
 from .passwords import PasswordHasher
 from .sqlite_storage import SqliteStorage
 from .state import BrokerSettings, BrokerState, Connection
@@ -52,6 +54,9 @@ HEARTBEAT_TIMEOUT_MS = 6_000
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
 KEY_SERVICE_MAXMSGSIZE = 1024
+PRUNE_BATCH = 1_000
+"""Events deleted per step of pruning; each step is a short pause for the event loop."""
+PRUNE_INTERVAL_S = 300
 
 
 def now_ms() -> int:
@@ -130,6 +135,27 @@ class BrokerShell:
                 outbox.extend(self.handle_frames(frames))
             self.commit_and_send(outbox)
 
+    async def announce(self) -> None:
+        """Announce the latest seq of rooms with recent traffic, a few times a second."""
+        while True:
+            await asyncio.sleep(ANNOUNCE_INTERVAL_MS / 1000)
+            self.commit_and_send(announce_rooms(self.state, now_ms()))
+
+    async def prune_history(self, retention: Retention) -> None:
+        """Delete events past the retention limits, a batch at a time, every few minutes."""
+        while True:
+            for room in list(self.state.rooms.values()):
+                while True:
+                    cutoff = now_ms() - retention.max_age_ms
+                    deleted = self.state.storage.prune_events(
+                        room.name, cutoff, retention.max_per_room, PRUNE_BATCH
+                    )
+                    self.state.storage.commit()
+                    await asyncio.sleep(0)  # let requests in between batches
+                    if deleted < PRUNE_BATCH:
+                        break
+            await asyncio.sleep(PRUNE_INTERVAL_S)
+
     async def expire_leases(self) -> None:
         """End sessions whose lease ran out, once a second, until cancelled."""
         while True:
@@ -141,16 +167,16 @@ class BrokerShell:
         routing_id = frames[0].bytes
         if len(frames) != 2:
             error = MalformedFrame(f"expected one frame, got {len(frames) - 1}")
-            return [Direct(routing_id, Failure(None, error))]
+            return [Unicast(routing_id, Failure(None, error))]
         body = frames[1]
         try:
             envelope = decode_envelope(body.bytes)
         except ZchatError as error:
-            return [Direct(routing_id, Failure(None, error))]
+            return [Unicast(routing_id, Failure(None, error))]
         try:
             request = parse_request(envelope)
         except ZchatError as error:
-            return [Direct(routing_id, Failure(envelope.request_id, error))]
+            return [Unicast(routing_id, Failure(envelope.request_id, error))]
         assert envelope.request_id is not None
         connection = Connection(routing_id, _peer_address(body))
         if isinstance(request, Register | Login):
@@ -175,7 +201,7 @@ class BrokerShell:
             else:
                 delay_ms = admit_login(self.state, request.user, peer, now_ms())
         except ZchatError as error:
-            return [Direct(connection.routing_id, Failure(request_id, error))]
+            return [Unicast(connection.routing_id, Failure(request_id, error))]
         task = asyncio.create_task(self.authenticate(connection, request_id, request, delay_ms))
         self._auth_tasks.add(task)
         self._pending_auth[peer] = self._pending_auth.get(peer, 0) + 1
@@ -303,12 +329,16 @@ async def run_broker(
         on_ready(endpoints)
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(shell.serve())
-            leases = tasks.create_task(shell.expire_leases())
-            keys_served = tasks.create_task(serve_key_requests(key_service, keys))
+            background = [
+                tasks.create_task(shell.expire_leases()),
+                tasks.create_task(serve_key_requests(key_service, keys)),
+                tasks.create_task(shell.announce()),
+                tasks.create_task(shell.prune_history(config.retention)),
+            ]
             await stop.wait()
             serving.cancel()
-            leases.cancel()
-            keys_served.cancel()
+            for task in background:
+                task.cancel()
         await shell.aclose()
     finally:
         hash_pool.shutdown(wait=True, cancel_futures=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from zchat.protocol.validation import name_key
 
-from .storage import Account, StoredEvent, StoredRoom
+from .storage import Account, DuplicateMessage, StoredDirect, StoredEvent, StoredRoom
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
+-- version 1, as first shipped; later versions are reached through _MIGRATIONS
 CREATE TABLE IF NOT EXISTS accounts (
     name_key      TEXT PRIMARY KEY,
     name          TEXT NOT NULL,
@@ -35,6 +36,37 @@ CREATE TABLE IF NOT EXISTS events (
     ts_ms   INTEGER NOT NULL,
     text    TEXT NOT NULL,
     PRIMARY KEY (room_id, seq)
+) WITHOUT ROWID;
+"""
+
+_MIGRATIONS = {
+    2: """
+    ALTER TABLE events ADD COLUMN msg_id TEXT;
+    """,
+}
+"""What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1."""
+
+_SCHEMA_V2 = """
+CREATE UNIQUE INDEX IF NOT EXISTS events_msg_id ON events (room_id, user, msg_id)
+    WHERE msg_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS directs (
+    id            INTEGER PRIMARY KEY,
+    sender        TEXT NOT NULL,
+    recipient_key TEXT NOT NULL,
+    recipient     TEXT NOT NULL,
+    ts_ms         INTEGER NOT NULL,
+    text          TEXT NOT NULL,
+    msg_id        TEXT,
+    delivered     INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS directs_msg_id ON directs (sender, msg_id)
+    WHERE msg_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS directs_undelivered ON directs (recipient_key, id)
+    WHERE delivered = 0;
+CREATE TABLE IF NOT EXISTS resume_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user       TEXT NOT NULL,
+    expires_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -57,7 +89,12 @@ class SqliteStorage:
                 raise StorageError(
                     f"{path} was written by a newer zchat (schema {version} > {SCHEMA_VERSION})"
                 )
-            self._db.executescript(_SCHEMA)
+            if version == 0:
+                self._db.executescript(_SCHEMA)
+                version = 1
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                self._db.executescript(_MIGRATIONS[step])
+            self._db.executescript(_SCHEMA_V2)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.commit()
             self._room_ids: dict[str, int] = dict(
@@ -104,29 +141,129 @@ class SqliteStorage:
         return [StoredRoom(name, last_seq) for name, last_seq in rows]
 
     def append_event(self, event: StoredEvent) -> None:
+        room_id = self._room_ids[name_key(event.room)]
         try:
             self._db.execute(
-                "INSERT INTO events (room_id, seq, kind, user, ts_ms, text)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (room_id, seq, kind, user, ts_ms, text, msg_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    self._room_ids[name_key(event.room)],
+                    room_id,
                     event.seq,
                     event.kind,
                     event.user,
                     event.ts_ms,
                     event.text,
+                    event.msg_id or None,
                 ),
             )
+        except sqlite3.IntegrityError as exc:
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE room_id = ? AND user = ? AND msg_id = ?",
+                (room_id, event.user, event.msg_id),
+            ).fetchone()
+            if event.msg_id and row:
+                raise DuplicateMessage(row[0]) from exc
+            raise StorageError(f"cannot store event: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"cannot store event: {exc}") from exc
 
-    def events(self, room: str, after_seq: int, limit: int) -> list[StoredEvent]:
+    def events(self, room: str, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
         rows = self._db.execute(
-            "SELECT seq, kind, user, ts_ms, text FROM events"
-            " WHERE room_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (self._room_ids[name_key(room)], after_seq, limit),
+            "SELECT seq, kind, user, ts_ms, text, COALESCE(msg_id, '') FROM events"
+            " WHERE room_id = ? AND seq BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+            (self._room_ids[name_key(room)], from_seq, to_seq, limit),
         )
         return [StoredEvent(room, *row) for row in rows]
+
+    def prune_events(self, room: str, before_ts_ms: int, keep_last: int, limit: int) -> int:
+        room_id = self._room_ids[name_key(room)]
+        # Only the `limit` oldest events are looked at: times grow with seq, so if these are
+        # young enough to keep, so is everything after them.
+        cursor = self._write(
+            "DELETE FROM events WHERE room_id = ? AND seq IN"
+            " (SELECT seq FROM events WHERE room_id = ? ORDER BY seq LIMIT ?)"
+            " AND (ts_ms < ? OR seq <= (SELECT MAX(seq) FROM events WHERE room_id = ?) - ?)",
+            (room_id, room_id, limit, before_ts_ms, room_id, keep_last),
+        )
+        return cursor.rowcount
+
+    def add_direct(self, message: StoredDirect) -> int:
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO directs (sender, recipient_key, recipient, ts_ms, text, msg_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    message.sender,
+                    name_key(message.recipient),
+                    message.recipient,
+                    message.ts_ms,
+                    message.text,
+                    message.msg_id or None,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            row = self._db.execute(
+                "SELECT id FROM directs WHERE sender = ? AND msg_id = ?",
+                (message.sender, message.msg_id),
+            ).fetchone()
+            if message.msg_id and row:
+                raise DuplicateMessage(row[0]) from exc
+            raise StorageError(f"cannot store direct message: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot store direct message: {exc}") from exc
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def undelivered(self, recipient: str, limit: int) -> list[StoredDirect]:
+        rows = self._db.execute(
+            "SELECT id, sender, recipient, ts_ms, text, COALESCE(msg_id, '') FROM directs"
+            " WHERE recipient_key = ? AND delivered = 0 ORDER BY id LIMIT ?",
+            (name_key(recipient), limit),
+        )
+        return [StoredDirect(*row) for row in rows]
+
+    def count_undelivered(self, recipient: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM directs WHERE recipient_key = ? AND delivered = 0",
+            (name_key(recipient),),
+        ).fetchone()
+        return int(row[0])
+
+    def mark_delivered(self, ids: list[int]) -> None:
+        self._write_many("UPDATE directs SET delivered = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def add_resume_token(self, token_hash: str, user: str, expires_ms: int) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO resume_tokens (token_hash, user, expires_ms) VALUES (?, ?, ?)",
+            (token_hash, user, expires_ms),
+        )
+
+    def use_resume_token(self, token_hash: str, now_ms: int, expires_ms: int) -> str | None:
+        row = self._db.execute(
+            "SELECT user FROM resume_tokens WHERE token_hash = ? AND expires_ms >= ?",
+            (token_hash, now_ms),
+        ).fetchone()
+        if row is None:
+            return None
+        self._write(
+            "UPDATE resume_tokens SET expires_ms = ? WHERE token_hash = ?", (expires_ms, token_hash)
+        )
+        return str(row[0])
+
+    def revoke_resume_token(self, token_hash: str) -> None:
+        self._write("DELETE FROM resume_tokens WHERE token_hash = ?", (token_hash,))
+
+    def _write(self, sql: str, parameters: tuple[object, ...]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, parameters)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write: {exc}") from exc
+
+    def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        try:
+            self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot write: {exc}") from exc
 
     def commit(self) -> None:
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from zchat.protocol import RoomCipher, new_room_key, room_topic
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
+from zchat.protocol.validation import name_key
 
 from .storage import Storage
 from .throttle import BucketTable, FailureCounter, Limits, TokenBucket
@@ -42,6 +43,8 @@ class Session:
     """The session's message rate limit."""
     rooms: set[str] = field(default_factory=set)
     """Keys (`name_key`) of the rooms this session is in."""
+    resume_hash: str = field(default="", repr=False)
+    """Hash of the resume token this session was started with (revoked at logout)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -77,12 +80,18 @@ class BrokerState:
     settings: BrokerSettings
     new_key: Callable[[], bytes] = new_room_key
     new_session_id: Callable[[], str] = lambda: secrets.token_hex(16)
+    new_token: Callable[[], str] = lambda: secrets.token_hex(32)
     sessions: dict[bytes, Session] = field(default_factory=dict)
     """Live sessions by the routing id of their connection."""
     expired: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     """Connections whose session the lease ended, so they hear `session_expired`."""
     rooms: dict[str, Room] = field(default_factory=dict)
     """Every room by `name_key`."""
+    rooms_by_topic: dict[bytes, Room] = field(default_factory=dict)
+    sessions_by_user: dict[str, dict[str, Session]] = field(default_factory=dict)
+    """Live sessions by `name_key` of their user, then session id (for direct messages)."""
+    announcing: dict[bytes, int] = field(default_factory=dict)
+    """Rooms (by topic) whose latest seq is announced, until the time given (ms)."""
     sessions_per_peer: dict[str, int] = field(default_factory=dict)
     login_failures_by_account: FailureCounter = field(init=False)
     login_failures_by_address: FailureCounter = field(init=False)
@@ -96,9 +105,12 @@ class BrokerState:
             limits.registrations_per_hour / 3600, limits.registration_burst, limits.tracked_keys
         )
 
-    def make_room(self, name: str, last_seq: int) -> Room:
-        """A room object with a fresh key; the caller stores and registers it."""
-        return Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
+    def add_room(self, name: str, last_seq: int) -> Room:
+        """Register a room (already stored) with a fresh key."""
+        room = Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
+        self.rooms[name_key(name)] = room
+        self.rooms_by_topic[room.topic] = room
+        return room
 
     def remember_expired(self, routing_id: bytes) -> None:
         self.expired[routing_id] = None

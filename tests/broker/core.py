@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from zchat.broker.handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
-from zchat.broker.outgoing import Direct, Failure, Outgoing, Publish, Result
+from zchat.broker.outgoing import Failure, Outgoing, Publish, Result, Unicast
 from zchat.broker.state import BrokerSettings, BrokerState, Connection
 from zchat.broker.storage import MemoryStorage
 from zchat.protocol import Request, RoomEvent, RoomKey, SealedEvent
@@ -43,7 +43,7 @@ class CoreHarness:
     def call(self, conn: Connection, request: Request) -> Result | Failure:
         """The reply to ``request`` (the first outgoing item is always the reply)."""
         reply = self.send(conn, request)[0]
-        assert isinstance(reply, Direct) and reply.message is not None
+        assert isinstance(reply, Unicast) and reply.message is not None
         assert isinstance(reply.message, Result | Failure)
         return reply.message
 
@@ -73,7 +73,7 @@ def key_events(outgoing: list[Outgoing]) -> dict[bytes, RoomKey]:
     return {
         item.routing_id: item.message
         for item in outgoing
-        if isinstance(item, Direct) and isinstance(item.message, RoomKey)
+        if isinstance(item, Unicast) and isinstance(item.message, RoomKey)
     }
 
 

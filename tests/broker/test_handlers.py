@@ -6,7 +6,7 @@ import pytest
 
 from tests.broker.core import CoreHarness, key_events, open_publication, publications
 from zchat.broker.handlers import CheckedLogin, NewAccount
-from zchat.broker.outgoing import Direct, Failure, Result
+from zchat.broker.outgoing import Failure, Result, Unicast
 from zchat.protocol import (
     CannotOpen,
     ErrorCode,
@@ -108,7 +108,7 @@ def test_send_stores_and_publishes_once_whatever_the_room_size(core: CoreHarness
     cipher = cipher_of(core.ok(members[1], Join(room="big")))
     event = open_publication(publication, cipher)
     assert (event.kind, event.user, event.text) == (RoomEventKind.MESSAGE, "user0", "hello all")
-    stored = core.storage.events("big", after_seq=20, limit=10)
+    stored = core.storage.events("big", from_seq=21, to_seq=30, limit=10)
     assert [(e.seq, e.text) for e in stored] == [(21, "hello all")]
 
 
@@ -178,7 +178,7 @@ def test_lease_expires_silent_sessions_and_tells_them(core: CoreHarness) -> None
     assert core.expire() == []
     core.now_ms += 6_000  # alice: 16 s silent; bob: 6 s
     out = core.expire()
-    ended = [i for i in out if isinstance(i, Direct) and isinstance(i.message, SessionEnded)]
+    ended = [i for i in out if isinstance(i, Unicast) and isinstance(i.message, SessionEnded)]
     assert [i.routing_id for i in ended] == [alice.routing_id]
     assert core.ok(bob, Members(room="room1"))["members"] == ["bob"]
     assert len(publications(out)) == 1

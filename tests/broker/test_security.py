@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import stat
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import zmq
 
 from tests.processes import RunningBroker, script, start_broker
@@ -27,13 +25,6 @@ from zchat.protocol.fingerprint import key_fingerprint
 
 NO_ANSWER_MS = 1500
 """How long a refused client is given to get an answer it must never get."""
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield ctx
-    ctx.term()
 
 
 def test_a_plaintext_client_gets_nowhere(

@@ -15,6 +15,7 @@ import zmq
 from tests.processes import RunningBroker, start_broker
 from tests.wire import WireClient, subscriber
 from zchat.protocol import (
+    Announcement,
     CannotOpen,
     ErrorCode,
     Join,
@@ -30,14 +31,8 @@ from zchat.protocol import (
     SealedEvent,
     Send,
     SessionEnded,
+    parse_publication,
 )
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield ctx
-    ctx.term()  # hangs, and the test times out, if a socket was left open
 
 
 @pytest.fixture
@@ -74,7 +69,10 @@ def receive_until(
     while time.monotonic() < deadline:
         if sub.poll(200):
             topic, body = sub.recv_multipart()
-            received.append((topic, SealedEvent.parse(body)))
+            publication = parse_publication(body)
+            if isinstance(publication, Announcement):
+                continue
+            received.append((topic, publication))
             if wanted_seq is not None and received[-1][1].seq >= wanted_seq:
                 return received
         else:

@@ -1,0 +1,45 @@
+"""An acknowledged message survives the broker being killed, and a retry is not stored twice."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import zmq
+
+from tests.processes import start_broker
+from tests.wire import WireClient
+from zchat.protocol import History, Join, Login, Send
+
+
+def test_acknowledged_messages_survive_kill_9_and_retries_are_not_duplicated(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    fast = ("--message-rate", "100000", "--message-burst", "100000")
+    first = start_broker(data, *fast)
+    client = WireClient(context, first)
+    acknowledged: dict[str, int] = {}
+    try:
+        client.sign_up("alice", "a good password")
+        client.ok(Join(room="room1"))
+        for n in range(200):
+            reply = client.ok(Send(room="room1", text=f"message {n}", msg_id=f"id-{n}"))
+            acknowledged[f"message {n}"] = reply["seq"]
+    finally:
+        client.close()
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL  # no chance to flush anything
+
+    second = start_broker(data, *fast)
+    client = WireClient(context, second)
+    try:
+        client.ok(Login(user="alice", password="a good password"))
+        client.ok(Join(room="room1"))
+        retried = client.ok(Send(room="room1", text="message 199", msg_id="id-199"))
+        assert retried == {**retried, "seq": acknowledged["message 199"], "duplicate": True}
+        stored = client.ok(History(room="room1", from_seq=1, to_seq=10_000))["events"]
+        texts = {row[4]: row[0] for row in stored if row[1] == "msg"}
+        assert texts == acknowledged, "every acknowledged message, once, under its own seq"
+    finally:
+        client.close()
+        assert second.stop() == 0
