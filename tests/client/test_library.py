@@ -25,6 +25,7 @@ from zchat.protocol import (
     RoomEventKind,
     SealedEvent,
     SessionEnded,
+    parse_publication,
     room_topic,
 )
 from zchat.protocol.errors import BadCredentials, NameTaken, NotLoggedIn, NotMember
@@ -210,8 +211,8 @@ async def publication_with_seq(subscriber: zmq.asyncio.Socket, room: str, seq: i
         while True:
             topic, body = await subscriber.recv_multipart()
             if topic == room_topic(room):
-                sealed = SealedEvent.parse(body)
-                if sealed.seq == seq:
+                sealed = parse_publication(body)  # announcements ([seq] only) are skipped
+                if isinstance(sealed, SealedEvent) and sealed.seq == seq:
                     return sealed
 
 
