@@ -25,7 +25,18 @@ LOAD = [sys.executable, "-m", "zchat.loadtest.cli", "--spawn-broker"]
 SCENARIOS: dict[str, list[str]] = {
     "fanout": ["--rooms", "10", "--members", "50", "--duration", "10", "--saturate"],
     "fanout-2000": ["--rooms", "10", "--members", "50", "--duration", "10", "--rate", "2000"],
-    "bigroom": ["--rooms", "1", "--members", "500", "--duration", "10", "--saturate"],
+    "bigroom": [
+        "--rooms",
+        "1",
+        "--members",
+        "500",
+        "--duration",
+        "10",
+        "--saturate",
+        "--echo-window",
+        "--window",
+        "1",
+    ],
     "pairs": ["--rooms", "250", "--members", "2", "--duration", "10", "--saturate"],
     "idle": ["--rooms", "100", "--members", "50", "--duration", "5", "--rate", "0"],
     "logins": [

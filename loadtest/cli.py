@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +73,8 @@ class Coordinator:
         self.stopped = False
         self.login_join_s = 0.0
         self.window_s = 0.0
+        self.run_span: tuple[float, float] | None = None
+        """Monotonic start and end of the measured window, once it has begun."""
         self.usage: BrokerUsage | None = None
 
     # --- workers -------------------------------------------------------------------
@@ -193,6 +196,7 @@ class Coordinator:
         start = time.monotonic() + START_DELAY_S
         end = start + config.duration_s
         self.wait_until(lambda: time.monotonic() >= start, start + 5, lambda: None)
+        self.run_span = (start, end)
         cpu_start = self.broker.cpu_seconds() if self.broker else 0.0
         threads_start = self.broker.cpu_by_thread() if self.broker else {}
         if self.broker is not None and self.profile_path is not None:
@@ -251,6 +255,9 @@ class Coordinator:
 
     def figures(self) -> Figures:
         results = [w.result for w in self.workers if w.result is not None]
+        if not self.window_s and self.run_span is not None:  # interrupted while running
+            start, end = self.run_span
+            self.window_s = max(min(time.monotonic(), end) - start, 0.0)
         if self.broker is not None and self.usage is not None:
             _, peak = self.broker.memory()
             self.usage = dataclasses.replace(self.usage, peak_rss_kb=peak)
@@ -323,6 +330,11 @@ def throttle_hint(figures: Figures, spawned: bool) -> str | None:
     "--window", type=int, default=8, show_default=True, help="Unanswered sends per member."
 )
 @click.option(
+    "--echo-window",
+    is_flag=True,
+    help="With --saturate: a send leaves the window only when its sender received it.",
+)
+@click.option(
     "--decrypt-every",
     type=int,
     default=0,
@@ -360,6 +372,7 @@ def main(
     size: int,
     processes: int,
     window: int,
+    echo_window: bool,
     decrypt_every: int,
     login_storm: int,
     logins_in_flight: int,
@@ -381,6 +394,7 @@ def main(
             size=size,
             processes=processes,
             window=window,
+            echo_window=echo_window,
             decrypt_every=decrypt_every,
             spawn_broker=spawn_broker,
             host=host,
@@ -397,10 +411,18 @@ def main(
         raise click.UsageError(str(exc)) from exc
     if host is not None and not is_loopback(host):
         click.echo(f"Target {host} is not loopback: sending load there as asked.", err=True)
+    # Ctrl-C and SIGTERM both stop the run with a partial report, even when started with
+    # SIGINT ignored (as a background job of a script is).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if profile_broker is not None and not spawn_broker:
         raise click.UsageError("--profile-broker needs --spawn-broker")
     code = run(config, json_path, pub_hwm, profile_broker)
     sys.exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(

@@ -53,6 +53,9 @@ class LoadConfig:
     """Worker processes; 0 picks enough for the population (`worker_count`)."""
     window: int = DEFAULT_WINDOW
     """Sends in flight per member with `saturate`."""
+    echo_window: bool = False
+    """With `saturate`: a send stays in the window until its sender sees it on its own SUB,
+    not only until the broker acknowledges it (so receivers set the pace: no queue grows)."""
     decrypt_every: int = 0
     """Open one delivery in this many for latency and integrity; 0 picks (1, or 8 saturated)."""
     spawn_broker: bool = False
@@ -99,6 +102,8 @@ class LoadConfig:
             raise ConfigError("give either --spawn-broker or --host and --port")
         if self.host is not None and self.port is None:
             raise ConfigError("--host needs --port")
+        if self.echo_window and not self.saturate:
+            raise ConfigError("--echo-window goes with --saturate")
         if self.processes < 0 or self.window < 1 or self.decrypt_every < 0:
             raise ConfigError("--processes, --window and --decrypt-every must be positive")
         if self.server_key is not None and len(self.server_key) != 40:

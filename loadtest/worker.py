@@ -90,6 +90,7 @@ class Member:
     """One simulated client's sockets and stream position."""
 
     __slots__ = (
+        "awaiting_echo",
         "ciphers",
         "dealer",
         "decrypt_countdown",
@@ -131,6 +132,8 @@ class Member:
         self.early: list[SealedEvent] = []
         self.in_flight = 0
         self.max_acked = 0
+        self.awaiting_echo: deque[int] = deque()
+        """With an echo window: seqs of own acked messages not yet seen on the SUB."""
         self.last_request = 0.0
         self.login_started = 0.0
         self.retry_at = 0.0
@@ -310,7 +313,12 @@ class Worker:
                 self.tally.accepted += 1
                 seq = result.get("seq", 0)
                 member.max_acked = max(member.max_acked, seq)
-                if self.config.saturate and self.sending:
+                if self.config.echo_window:
+                    if seq > member.last_seq:
+                        member.awaiting_echo.append(seq)
+                    elif self.sending:
+                        self._send_message(member)
+                elif self.config.saturate and self.sending:
                     self._send_message(member)
             else:
                 self.tally.send_errors[code] += 1
@@ -470,6 +478,12 @@ class Worker:
         member.last_seq = seq
         member.received += 1
         self.tally.deliveries += 1
+        awaiting = member.awaiting_echo
+        if awaiting and awaiting[0] <= seq:
+            while awaiting and awaiting[0] <= seq:
+                awaiting.popleft()
+                if self.sending:
+                    self._send_message(member)
         member.decrypt_countdown -= 1
         if member.decrypt_countdown > 0:
             return

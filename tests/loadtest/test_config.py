@@ -41,6 +41,7 @@ def test_a_sensible_run_validates() -> None:
         ({"password": "short"}, "8 to 1024"),
         ({"prefix": "bad prefix"}, "--prefix"),
         ({"members": 30_000}, "at most"),
+        ({"echo_window": True}, "--echo-window goes with --saturate"),
     ],
 )
 def test_nonsense_is_refused_with_a_reason(changes: dict[str, object], message: str) -> None:
