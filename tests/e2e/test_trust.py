@@ -70,7 +70,7 @@ def other_key() -> str:
 def test_first_contact_on_loopback_pins_the_key(broker: RunningBroker, config_home: Path) -> None:
     first = run_client(broker, config_home, "--register", "--key-port", str(broker.key_port))
     assert first.returncode == 0, first.stderr
-    assert first.stdout.splitlines()[-1] == "Joined room [default]"
+    assert "Joined room [default]" in first.stdout.splitlines()
     assert first.stderr.strip() == (
         f"Trusting the new broker at {broker.host}:{broker.port} (it is on this machine): "
         f"key fingerprint {broker.fingerprint}, remembered in {known_brokers(config_home)}."
@@ -122,11 +122,9 @@ def test_the_right_server_key_works_without_the_key_service(
         broker, config_home, "--register", "--server-key", broker.server_key, "--key-port", nobody
     )
     assert given.returncode == 0, given.stderr
-    assert given.stdout.splitlines() == [
-        "Registered dave.",
-        "Logged in as dave.",
-        "Joined room [default]",
-    ]
+    assert {"Registered dave.", "Logged in as dave.", "Joined room [default]"} <= set(
+        given.stdout.splitlines()
+    )
     assert given.stderr.strip() == (
         f"Remembered the key for {broker.host}:{broker.port} "
         f"(fingerprint {broker.fingerprint}) in {known_brokers(config_home)}."
@@ -191,7 +189,7 @@ def test_a_pinned_key_is_tried_when_the_key_service_is_silent(
     assert pinning.returncode == 0, pinning.stderr
     trusting = run_client(broker, config_home, "--key-port", str(free_port()))
     assert trusting.returncode == 0, trusting.stderr
-    assert trusting.stdout.splitlines()[-1] == "Joined room [default]"
+    assert "Joined room [default]" in trusting.stdout.splitlines()
 
 
 def test_an_explicit_known_brokers_file_is_used(
