@@ -2,8 +2,12 @@
 
 Each request gets a fresh id and a future; one reader task decodes whatever
 the broker sends, resolves the future its id names, and hands unasked events
-(`room_key`, `session_ended`) to a callback. So any number of requests can be
-in flight, and none waits forever: each has a timeout.
+(`room_key`, `session_ended`, `direct`) to a callback. So any number of requests
+can be in flight, and none waits forever: each has a timeout.
+
+A monitor on the socket reports a broken TCP connection at once (a killed broker
+is noticed without waiting for pings); `Connection.replace` swaps in a fresh
+socket for a reconnect, failing what was waiting with `ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from zchat.protocol import Event, Reply, Request, ZchatError, decode_incoming, encode_request
 
-from .errors import ClientClosed, RequestTimedOut
+from .errors import ClientClosed, ConnectionLost, RequestTimedOut
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +44,47 @@ class Connection:
         dealer: zmq.asyncio.Socket,
         on_event: Callable[[Event], None],
         timeout: float = DEFAULT_TIMEOUT,
+        on_disconnect: Callable[[], None] = lambda: None,
     ) -> None:
         self._dealer = dealer
         self._on_event = on_event
+        self._on_disconnect = on_disconnect
         self._timeout = timeout
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Result], Any]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        self._endpoint: str | None = None
         self._closed = False
 
     def connect(self, endpoint: str) -> None:
         """Connect the DEALER; requests queue until the broker is there."""
+        self._endpoint = endpoint
         self._dealer.connect(endpoint)
 
     def start(self) -> None:
-        """Start reading replies; call once, from inside the event loop."""
+        """Start reading replies and watching for disconnects; from inside the event loop."""
         self._reader = asyncio.create_task(self._read(), name="zchat-dealer-reader")
+        self._monitor = self._dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._watcher = asyncio.create_task(self._watch(self._monitor), name="zchat-dealer-monitor")
+
+    async def replace(self, dealer: zmq.asyncio.Socket) -> None:
+        """Drop the current socket for ``dealer`` (connected to the same endpoint).
+
+        Requests still waiting fail with `ConnectionLost`; a fresh socket is a new
+        connection to the broker, with no session and nothing stale queued.
+        """
+        if self._closed:
+            dealer.close(linger=0)
+            raise ClientClosed("the client is closed")
+        self._fail_pending(ConnectionLost("the connection to the broker was lost"))
+        await self._stop_tasks()
+        self._dealer.close(linger=0)
+        self._dealer = dealer
+        if self._endpoint is not None:
+            self._dealer.connect(self._endpoint)
+        self.start()
 
     async def request(self, request: Request, timeout: float | None = None) -> Result:
         """Send ``request`` and return the ``ok`` map of its reply.
@@ -88,7 +118,9 @@ class Connection:
                 f"the broker did not answer {request.OP} within {limit:g} s"
             ) from exc
         except zmq.ZMQError as exc:
-            raise ClientClosed(f"cannot send {request.OP}: {exc}") from exc
+            if self._closed:
+                raise ClientClosed(f"cannot send {request.OP}: {exc}") from exc
+            raise ConnectionLost(f"cannot send {request.OP}: {exc}") from exc
         finally:
             self._pending.pop(request_id, None)
 
@@ -109,11 +141,23 @@ class Connection:
             else:
                 self._on_event(incoming)
 
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        """Report each disconnect of the TCP connection (ZeroMQ reconnects on its own)."""
+        while True:
+            try:
+                frames = await monitor.recv_multipart()
+            except zmq.ZMQError as exc:
+                log.debug("monitor stops: %s", exc)
+                return
+            if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
+                log.debug("the connection to the broker dropped")
+                self._on_disconnect()
+
     def _resolve(self, reply: Reply) -> None:
         pending = self._pending.get(reply.request_id) if reply.request_id is not None else None
         if pending is None or pending[0].done():
             # A reply to a request that timed out, or an error with no id to route by.
-            log.warning("unmatched reply id=%s error=%s", reply.request_id, reply.error)
+            log.debug("unmatched reply id=%s error=%s", reply.request_id, reply.error)
             return
         future, apply = pending
         if reply.error is not None:
@@ -129,14 +173,28 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        self._fail_pending(ClientClosed("the client was closed"))
+        await self._stop_tasks()
+        self._dealer.close()
+
+    def _fail_pending(self, error: Exception) -> None:
         for future, _ in self._pending.values():
             if not future.done():
-                future.set_exception(ClientClosed("the client was closed"))
-        if self._reader is not None:
-            self._reader.cancel()
+                future.set_exception(error)
+
+    async def _stop_tasks(self) -> None:
+        tasks = [task for task in (self._reader, self._watcher) if task is not None]
+        self._reader = self._watcher = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        self._dealer.close()
+                await task
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._dealer.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
 
 
 def _unchanged(result: Result) -> Result:

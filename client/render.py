@@ -21,7 +21,15 @@ from zchat.protocol.errors import (
     NotMember,
 )
 
-from .events import ClientEvent, Disconnected, RoomInfo
+from .events import (
+    ClientEvent,
+    DirectReceived,
+    Disconnected,
+    HistoryEvent,
+    HistoryPage,
+    Reconnected,
+    RoomInfo,
+)
 
 Fragments = list[tuple[str, str]]
 """prompt_toolkit's formatted text: (style, text) pairs."""
@@ -43,6 +51,10 @@ PALETTE = (
 
 NOTICE_STYLE = "italic"
 ERROR_STYLE = "ansired"
+HISTORY_STYLE = "ansibrightblack"
+DIRECT_STYLE = "bold ansimagenta"
+HISTORY_MARK = "(history) "
+"""Starts every line of scrollback, so a reader (or a script) tells it from live traffic."""
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 """Control characters, and bidi overrides that could make a line read backwards."""
@@ -80,29 +92,85 @@ def clock(ts_ms: int, tz: tzinfo | None = None) -> str:
 
 
 def event_fragments(
-    event: ClientEvent, *, one_line: bool = False, tz: tzinfo | None = None
+    event: ClientEvent, *, one_line: bool = False, tz: tzinfo | None = None, me: str | None = None
 ) -> Fragments:
-    """One event as styled fragments; `plain` turns them into the line a script reads."""
+    """One event as styled fragments; `plain` turns them into the line a script reads.
+
+    ``me`` is the logged-in user, so a direct message can say "you".
+    """
     if isinstance(event, RoomEvent):
-        user = safe(event.user, one_line=True)
-        room = safe(event.room, one_line=True)
-        if event.kind is RoomEventKind.MESSAGE:
-            return [
-                ("", f"[{clock(event.ts_ms, tz)}] "),
-                (f"bold {user_colour(event.user)}", user),
-                ("", ": " + safe(event.text, one_line=one_line)),
-            ]
-        verb = "joined" if event.kind is RoomEventKind.JOINED else "left"
-        return [
-            (user_colour(event.user), user),
-            (NOTICE_STYLE, f" {verb} room [{room}]"),
-        ]
+        return _room_event(event, one_line, tz)
+    if isinstance(event, DirectReceived):
+        return direct_fragments(event, one_line=one_line, tz=tz, me=me)
     if isinstance(event, SessionEnded):
         reason = safe(event.reason, one_line=True)
         return [(ERROR_STYLE, f"The broker ended your session ({reason}). Log in again.")]
     if isinstance(event, Disconnected):
-        return [(ERROR_STYLE, f"Connection trouble: {safe(event.reason, one_line=True)}.")]
+        reason = safe(event.reason, one_line=True)
+        return [(ERROR_STYLE, f"Connection to the broker lost ({reason}); reconnecting…")]
+    if isinstance(event, Reconnected):
+        return [(NOTICE_STYLE, "Reconnected to the broker.")]
     raise TypeError(f"not a client event: {event!r}")
+
+
+def _room_event(event: RoomEvent, one_line: bool, tz: tzinfo | None) -> Fragments:
+    user = safe(event.user, one_line=True)
+    room = safe(event.room, one_line=True)
+    past = isinstance(event, HistoryEvent)
+    mark: Fragments = [(HISTORY_STYLE, HISTORY_MARK)] if past else []
+    if event.kind is RoomEventKind.MESSAGE:
+        return [
+            ("", f"[{clock(event.ts_ms, tz)}] "),
+            *mark,
+            (f"bold {user_colour(event.user)}", user),
+            (HISTORY_STYLE if past else "", ": " + safe(event.text, one_line=one_line)),
+        ]
+    verb = "joined" if event.kind is RoomEventKind.JOINED else "left"
+    return [
+        *mark,
+        (user_colour(event.user), user),
+        (NOTICE_STYLE, f" {verb} room [{room}]"),
+    ]
+
+
+def direct_fragments(
+    message: DirectReceived, *, one_line: bool = False, tz: tzinfo | None = None, me: str | None
+) -> Fragments:
+    """A direct message: ``alice → you: text`` on a terminal; a script's line says
+    ``(direct)`` (or ``(direct to bob)`` for a copy of one's own) before the sender."""
+    sender = safe(message.sender, one_line=True)
+    recipient = safe(message.recipient, one_line=True)
+    mine = me is not None and message.sender.casefold() == me.casefold()
+    text = safe(message.text, one_line=one_line)
+    when = ("", f"[{clock(message.ts_ms, tz)}] ")
+    if one_line:
+        mark = f"(direct to {recipient}) " if mine else "(direct) "
+        return [when, (DIRECT_STYLE, mark), (f"bold {user_colour(message.sender)}", sender),
+                ("", ": " + text)]  # fmt: skip
+    if mine:
+        return [when, (DIRECT_STYLE, f"you → {recipient}"), ("", ": " + text)]
+    return [
+        when,
+        (f"bold {user_colour(message.sender)}", sender),
+        (DIRECT_STYLE, " → you"),
+        ("", ": " + text),
+    ]
+
+
+def unread_line(count: int) -> str:
+    """``You have 2 unread direct messages.``"""
+    noun = "message" if count == 1 else "messages"
+    return f"You have {count} unread direct {noun}."
+
+
+def page_lines(page: HistoryPage) -> list[str]:
+    """What to say around a page of older history: where it ends."""
+    room = safe(page.room, one_line=True)
+    if page.pruned:
+        return [f"Older history of [{room}] is no longer kept."]
+    if page.at_start:
+        return [f"This is the start of [{room}]."]
+    return []
 
 
 def plain(fragments: Fragments) -> str:

@@ -6,13 +6,15 @@ uses, so a broken broker surfaces as one typed error, not a ``KeyError``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from zchat.protocol import RoomEvent, RoomEventKind
 from zchat.protocol.errors import MalformedFrame
 from zchat.protocol.limits import KEY_BYTES, LEASE_MS, MAX_NAME_CHARS, MAX_TEXT_BYTES
 
-from .events import JoinedRoom, RoomInfo
+from .events import DirectReceived, DirectSent, JoinedRoom, RoomInfo
 
 T = TypeVar("T")
 
@@ -68,12 +70,34 @@ def parse_hello(result: dict[str, Any]) -> ServerInfo:
 
 @dataclass(frozen=True, slots=True)
 class JoinResult:
-    """A ``join`` reply: what the caller sees, and the topic and key it needs."""
+    """A ``join`` reply: what the caller sees, and the topic, key and snapshot it needs."""
 
     room: JoinedRoom
     topic: bytes
     kid: int
     key: bytes
+    events: tuple[RoomEvent, ...] = ()
+
+
+def room_events(room: str, rows: object) -> tuple[RoomEvent, ...]:
+    """``[[seq, kind, user, ts_ms, text]]`` rows (join snapshots, history pages) as events."""
+    if not isinstance(rows, list):
+        raise MalformedFrame("events must be a list")
+    events = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 5):
+            raise MalformedFrame("each event must be [seq, kind, user, ts_ms, text]")
+        seq, kind, user, ts_ms, text = row
+        if not (
+            type(seq) is int
+            and type(ts_ms) is int
+            and isinstance(user, str)
+            and isinstance(text, str)
+            and kind in set(RoomEventKind)
+        ):
+            raise MalformedFrame("an event row has the wrong types")
+        events.append(RoomEvent(room, seq, RoomEventKind(kind), user, ts_ms, text))
+    return tuple(events)
 
 
 def parse_join(result: dict[str, Any]) -> JoinResult:
@@ -86,7 +110,73 @@ def parse_join(result: dict[str, Any]) -> JoinResult:
         members=strings(result, "members"),
         seq=field(result, "seq", int),
     )
-    return JoinResult(room, field(result, "topic", bytes), field(result, "kid", int), key)
+    events = room_events(room.name, result.get("events", []))
+    return JoinResult(room, field(result, "topic", bytes), field(result, "kid", int), key, events)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryResult:
+    """A ``history`` page: events oldest first, whether more follow, the room's latest seq."""
+
+    room: str
+    events: tuple[RoomEvent, ...]
+    more: bool
+    last_seq: int
+
+
+def parse_history(result: dict[str, Any]) -> HistoryResult:
+    room = field(result, "room", str)
+    return HistoryResult(
+        room,
+        room_events(room, field(result, "events", list)),
+        field(result, "more", bool),
+        field(result, "last_seq", int),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    """A ``login`` or ``resume`` reply. The token is never shown."""
+
+    user: str
+    token: str = dataclasses.field(repr=False)
+    unread: int = 0
+
+
+def parse_session(result: dict[str, Any]) -> SessionResult:
+    return SessionResult(
+        field(result, "user", str),
+        optional(result, "resume", ""),
+        max(0, optional(result, "unread", 0)),
+    )
+
+
+def parse_dm(result: dict[str, Any]) -> DirectSent:
+    return DirectSent(
+        field(result, "id", int),
+        field(result, "user", str),
+        field(result, "ts_ms", int),
+        optional(result, "duplicate", False),
+    )
+
+
+def parse_inbox(result: dict[str, Any]) -> tuple[list[DirectReceived], bool]:
+    """The messages of an ``inbox`` page, and whether more are waiting."""
+    messages = []
+    for entry in field(result, "messages", list):
+        if not isinstance(entry, dict):
+            raise MalformedFrame("each message must be a map")
+        messages.append(
+            DirectReceived(
+                field(entry, "id", int),
+                field(entry, "sender", str),
+                field(entry, "recipient", str),
+                field(entry, "ts_ms", int),
+                field(entry, "text", str),
+                unread=True,
+            )
+        )
+    return messages, field(result, "more", bool)
 
 
 def parse_rooms(result: dict[str, Any]) -> list[RoomInfo]:

@@ -1,9 +1,10 @@
-"""One joined room's key ring and stream position, with no I/O.
+"""One joined room's key ring, with no I/O.
 
 Publications and keys travel on different sockets, so a publication sealed
 with a key the client has not received yet is held until that key arrives.
 Everything the ring cannot open is dropped: a former member's or a stranger's
-view of a room is boxes it cannot open.
+view of a room is boxes it cannot open. Announcements (``[seq]``) need no key
+and pass straight through. Order and repeats are the `Sequencer`'s business.
 """
 
 from __future__ import annotations
@@ -11,7 +12,14 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from zchat.protocol import CannotOpen, RoomCipher, RoomEvent, SealedEvent
+from zchat.protocol import (
+    Announcement,
+    CannotOpen,
+    RoomCipher,
+    RoomEvent,
+    SealedEvent,
+    parse_publication,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,31 +31,37 @@ MAX_KEYS = 8
 
 
 class RoomStream:
-    """Turns a room's publication bodies into `RoomEvent`s, in order, each once.
+    """Turns a room's publication bodies into `RoomEvent`s and `Announcement`s.
 
     Created when the client subscribes (before it sends ``join``), so it holds
-    publications until `activate` gives it the key and the join's ``seq``.
+    publications until `activate` gives it the key.
     """
 
     def __init__(self, topic: bytes) -> None:
         self.topic = topic
         self._keys: dict[int, RoomCipher] = {}
         self._held: deque[SealedEvent] = deque(maxlen=MAX_HELD)
-        self._last_seq: int | None = None
+        self._active = False
 
     @property
     def active(self) -> bool:
         """Whether the join reply has arrived (so events can be delivered)."""
-        return self._last_seq is not None
+        return self._active
 
     @property
     def newest_kid(self) -> int | None:
         return max(self._keys, default=None)
 
-    def activate(self, kid: int, key: bytes, seq: int) -> list[RoomEvent]:
-        """Apply a join reply; returns held events that are now open and live."""
-        self._last_seq = seq if self._last_seq is None else max(self._last_seq, seq)
+    def activate(self, kid: int, key: bytes) -> list[RoomEvent]:
+        """Apply a join reply; returns held events that are now open."""
+        self._active = True
         return self.add_key(kid, key)
+
+    def replace_keys(self, kid: int, key: bytes) -> list[RoomEvent]:
+        """Forget every key and start again from a join reply (a restarted broker may
+        reuse key ids for new keys)."""
+        self._keys.clear()
+        return self.activate(kid, key)
 
     def add_key(self, kid: int, key: bytes) -> list[RoomEvent]:
         """Keep a room key; returns the held events it (or an older key) opens."""
@@ -62,14 +76,17 @@ class RoomStream:
             events.extend(self._deliver(sealed))
         return events
 
-    def feed(self, body: bytes) -> list[RoomEvent]:
-        """One publication body in, zero or one live event out."""
+    def feed(self, body: bytes) -> list[RoomEvent | Announcement]:
+        """One publication body in: an announcement, or the events it lets out (0 or 1
+        unless it was held)."""
         try:
-            sealed = SealedEvent.parse(body)
+            publication = parse_publication(body)
         except CannotOpen as exc:
             log.debug("dropping a publication on %r: %s", self.topic, exc)
             return []
-        return self._deliver(sealed)
+        if isinstance(publication, Announcement):
+            return [publication]
+        return list(self._deliver(publication))
 
     def _deliver(self, sealed: SealedEvent) -> list[RoomEvent]:
         newest = self.newest_kid
@@ -82,13 +99,9 @@ class RoomStream:
         if cipher is None:
             log.debug("dropping seq %d on %r: no key %d", sealed.seq, self.topic, sealed.kid)
             return []
-        assert self._last_seq is not None
-        if sealed.seq <= self._last_seq:
-            return []
         try:
             event = cipher.open(self.topic, sealed)
         except CannotOpen as exc:
             log.debug("dropping seq %d on %r: %s", sealed.seq, self.topic, exc)
             return []
-        self._last_seq = sealed.seq
         return [event]

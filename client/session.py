@@ -1,8 +1,18 @@
-"""`ChatClient`: one connection to a broker, as typed async calls and a stream of events.
+"""`ChatClient`: one session with a broker, as typed async calls and a stream of events.
 
-It ties the DEALER (`Connection`) to the SUB side (`Subscriber`): joining
-subscribes first, the join reply and ``room_key`` events feed the room's key
-ring, and a ping task keeps the session's lease while logged in.
+It ties the DEALER (`Connection`) to the SUB side (`Subscriber`) and keeps the
+promise of the specification's "Missing nothing": every room event reaches the
+application once, in order, whatever PUB/SUB dropped.
+
+- Joining subscribes first, then asks for ``join`` with a snapshot of history;
+  each room's `Sequencer` plays the snapshot, then what arrived meanwhile.
+- A skipped seq, an announcement of a later one, or a pause of the reader
+  (the application stopped consuming) makes the sequencer ask for a range,
+  which a per-room task fetches with ``history``.
+- A lost connection or session (a killed broker, silence, a refused ping) is
+  repaired in the background: a fresh connection, ``resume`` with the token
+  from ``login``, the rooms joined again and their gaps filled; sends made
+  meanwhile wait and are retried with the same ``msg_id``.
 """
 
 from __future__ import annotations
@@ -10,15 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 import zmq
 import zmq.asyncio
 
 from zchat.protocol import (
+    Direct,
+    DirectMessage,
     Event,
     Hello,
+    History,
+    Inbox,
     Join,
     Leave,
     ListRooms,
@@ -27,23 +44,53 @@ from zchat.protocol import (
     Members,
     Ping,
     Register,
+    Resume,
+    RoomEvent,
     RoomKey,
     Send,
     SessionEnded,
     ZchatError,
     room_topic,
 )
-from zchat.protocol.errors import NotLoggedIn, SessionExpired
+from zchat.protocol.errors import NotLoggedIn, NotMember, SessionExpired
 from zchat.protocol.validation import name_key
 
+from . import backoff
 from .connection import DEFAULT_TIMEOUT, Connection
-from .errors import BrokerUnreachable, ClientClosed, RequestTimedOut
-from .events import ClientEvent, Disconnected, JoinedRoom, RoomInfo
-from .replies import ServerInfo, field, parse_hello, parse_join, parse_rooms, strings
+from .errors import BrokerUnreachable, ClientClosed, ConnectionLost, RequestTimedOut
+from .events import (
+    ClientEvent,
+    DirectReceived,
+    DirectSent,
+    Disconnected,
+    HistoryPage,
+    JoinedRoom,
+    Reconnected,
+    RoomInfo,
+)
+from .feed import DEFAULT_LIMIT, EventFeed
+from .replies import (
+    HistoryResult,
+    JoinResult,
+    ServerInfo,
+    SessionResult,
+    field,
+    parse_dm,
+    parse_hello,
+    parse_history,
+    parse_inbox,
+    parse_join,
+    parse_rooms,
+    parse_session,
+    strings,
+)
+from .sequencer import Fetch, Sequencer, Step
 from .sockets import CurveKeys, open_socket
-from .subscription import Subscriber
+from .subscription import Publication, Subscriber
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for the broker's ``hello`` before giving up on the address."""
@@ -52,17 +99,42 @@ AUTH_TIMEOUT = 30.0
 """Seconds ``register`` and ``login`` may take: the broker hashes slowly on purpose and
 delays answers after failed logins, so these get longer than other requests."""
 
+SEND_DEADLINE = 60.0
+"""Seconds `ChatClient.send` keeps retrying a message across an outage before giving up."""
+
+DEFAULT_HISTORY = 50
+"""Events of scrollback a join shows by default."""
+
+TRANSIENT = (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired)
+"""Failures a reconnect repairs: a request that met them can be made again after it."""
+
 
 def endpoint(host: str, port: int) -> str:
     """A TCP endpoint; IPv6 literals need brackets."""
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
+def new_msg_id() -> str:
+    """16 random bytes in hex: the id a message keeps across its retries."""
+    return secrets.token_hex(16)
+
+
+@dataclass(eq=False)
+class _Room:
+    """A room this session is in: its topic, its sequencer and its history fetcher."""
+
+    name: str
+    topic: bytes
+    sequencer: Sequencer
+    fetcher: asyncio.Task[None] | None = None
+
+
 class ChatClient:
     """A connection to one broker; create it with `ChatClient.connect`.
 
     Every method raises `zchat.protocol.ZchatError` subclasses: the broker's
-    typed error replies, or the client's own (`RequestTimedOut`, `ClientClosed`).
+    typed error replies, or the client's own (`RequestTimedOut`, `ConnectionLost`,
+    `ClientClosed`).
     """
 
     def __init__(
@@ -73,33 +145,58 @@ class ChatClient:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         server_key: str,
+        max_events: int = DEFAULT_LIMIT,
+        sub_hwm: int | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         """Open (but do not yet use) the sockets; prefer `ChatClient.connect`.
 
         ``server_key`` is the broker's public CurveZMQ key (Z85): both sockets are
-        encrypted, and a broker without that key never answers.
+        encrypted, and a broker without that key never answers. ``max_events`` is
+        how many events may wait for the application before the client stops
+        reading room traffic; ``sub_hwm`` caps the SUB socket's own queue.
         """
-        keys = CurveKeys.for_broker(server_key)
+        self._server_key = server_key
         self.host = host
         self.port = port
         self._owns_context = context is None
         self._context = zmq.asyncio.Context() if context is None else context
-        self._events: asyncio.Queue[ClientEvent | None] = asyncio.Queue()
+        self._feed: EventFeed[ClientEvent] = EventFeed(max_events)
         self._connection = Connection(
-            open_socket(self._context, zmq.DEALER, keys), self._on_private_event, timeout
+            self._new_dealer(), self._on_private_event, timeout, self._on_disconnect
         )
+        subscriber = open_socket(self._context, zmq.SUB, CurveKeys.for_broker(server_key))
+        if sub_hwm is not None:
+            subscriber.setsockopt(zmq.RCVHWM, sub_hwm)
         self._subscriber = Subscriber(
-            open_socket(self._context, zmq.SUB, keys), self._events.put_nowait
+            subscriber,
+            self._on_publication,
+            has_room=self._feed.has_room,
+            wait_for_room=self._feed.wait_for_room,
+            on_drained=self._on_drained,
         )
-        self._rooms: dict[str, bytes] = {}
-        """name_key(room) -> topic of every room this session is in."""
-        self._room_names: dict[bytes, str] = {}
+        self._rooms: dict[str, _Room] = {}
+        """name_key(room) -> every room this session is in."""
+        self._by_topic: dict[bytes, _Room] = {}
         self._pinger: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._online = asyncio.Event()
+        """Set while logged in over a working connection; requests wait on it to retry."""
+        self._token: str | None = None
+        """The resume token of this session: memory only, never logged."""
         self._server: ServerInfo | None = None
         self.user: str | None = None
         """The logged-in user's name as registered, or None."""
+        self.unread = 0
+        """Direct messages that waited for this user, as the last login or resume said."""
         self._closed = False
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
         self._auth_timeout = max(timeout, AUTH_TIMEOUT)
+
+    def _new_dealer(self) -> zmq.asyncio.Socket:
+        """A DEALER with a key pair of its own: each connection is a new one to the broker."""
+        return open_socket(self._context, zmq.DEALER, CurveKeys.for_broker(self._server_key))
 
     @classmethod
     async def connect(
@@ -111,13 +208,24 @@ class ChatClient:
         server_key: str,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
+        max_events: int = DEFAULT_LIMIT,
+        sub_hwm: int | None = None,
     ) -> ChatClient:
         """Connect to a broker and say ``hello``; raises `BrokerUnreachable`.
 
         With the wrong ``server_key`` the encrypted handshake never completes, so
         this fails the same way as an absent broker.
         """
-        client = cls(host, port, context, timeout, server_key=server_key)
+        client = cls(
+            host,
+            port,
+            context,
+            timeout,
+            server_key=server_key,
+            max_events=max_events,
+            sub_hwm=sub_hwm,
+            connect_timeout=connect_timeout,
+        )
         try:
             await client._hello(connect_timeout)
         except BaseException:
@@ -146,7 +254,12 @@ class ChatClient:
     @property
     def joined_rooms(self) -> list[str]:
         """Names of the rooms this session is in, as the broker spells them."""
-        return sorted(self._room_names.values(), key=name_key)
+        return sorted((room.name for room in self._rooms.values()), key=name_key)
+
+    @property
+    def online(self) -> bool:
+        """Whether the session is up over a working connection (not reconnecting)."""
+        return self._online.is_set()
 
     # --- account and session ------------------------------------------------------------
 
@@ -156,18 +269,30 @@ class ChatClient:
         return field(result, "user", str)
 
     async def login(self, user: str, password: str) -> str:
-        """Start a session; returns the canonical user name and starts pinging."""
-        result = await self._connection.request(Login(user, password), self._auth_timeout)
-        self.user = field(result, "user", str)
+        """Start a session; returns the canonical user name and starts pinging.
+
+        `unread` then says how many direct messages wait in the `inbox`.
+        """
+        result = await self._connection.call(
+            Login(user, password), parse_session, self._auth_timeout
+        )
+        self._session_started(result)
         self._start_pinging()
-        return self.user
+        return result.user
+
+    def _session_started(self, result: SessionResult, *, online: bool = True) -> None:
+        self.user = result.user
+        self.unread = result.unread
+        self._token = result.token or None
+        if online:
+            self._online.set()
 
     async def logout(self) -> list[str]:
         """End this session (leaving every room); returns the rooms it left."""
         try:
             result = await self._connection.request(Logout())
         finally:
-            self._forget_session()
+            await self._forget_session()
         return list(strings(result, "rooms"))
 
     # --- rooms ----------------------------------------------------------------------------
@@ -176,37 +301,44 @@ class ChatClient:
         """Every room with its member count, sorted by name."""
         return await self._connection.call(ListRooms(), parse_rooms)
 
-    async def join(self, room: str) -> JoinedRoom:
+    async def join(self, room: str, history: int = DEFAULT_HISTORY) -> JoinedRoom:
         """Join (or create) a room; its events then arrive through `events`.
 
-        The SUB socket subscribes before the request goes out, so nothing
-        published right after the reply is missed.
+        The last ``history`` events come first, as `HistoryEvent`s, then live
+        traffic, each event once and in order. The SUB socket subscribes before
+        the request goes out and buffers what arrives (the zguide's Clone join).
         """
-        request = Join(room)  # validates the name before anything is subscribed
+        request = Join(room, history)  # validates before anything is subscribed
         guess = room_topic(room)
         self._subscriber.subscribe(guess)
-
-        def apply(result: dict[str, Any]) -> JoinedRoom:
-            joined = parse_join(result)
-            if joined.topic != guess and guess not in self._room_names:
-                self._subscriber.unsubscribe(guess)
-            stream = self._subscriber.subscribe(joined.topic)
-            self._rooms[name_key(joined.room.name)] = joined.topic
-            self._room_names[joined.topic] = joined.room.name
-            self._subscriber.deliver(stream.activate(joined.kid, joined.key, joined.room.seq))
-            return joined.room
-
         try:
-            joined = await self._connection.call(request, apply)
+            return await self._connection.call(
+                request, lambda result: self._joined(parse_join(result), guess)
+            )
         except BaseException:
-            if guess not in self._room_names:
+            if guess not in self._by_topic:
                 self._subscriber.unsubscribe(guess)
             raise
-        if room_topic(joined.name) != guess:
-            # The room is spelled differently, so the subscription went out only after
-            # the reply: join again (a no-op on the broker) to learn a seq it covers.
-            return await self.join(joined.name)
-        return joined
+
+    def _joined(self, joined: JoinResult, guess: bytes, *, fresh_keys: bool = False) -> JoinedRoom:
+        """Apply a join reply, in the DEALER reader, before any later frame is read."""
+        if joined.topic != guess and guess not in self._by_topic:
+            self._subscriber.unsubscribe(guess)
+        stream = self._subscriber.subscribe(joined.topic)
+        room = self._by_topic.get(joined.topic)
+        if room is None:
+            room = _Room(joined.room.name, joined.topic, Sequencer(joined.room.name))
+            self._rooms[name_key(room.name)] = room
+            self._by_topic[room.topic] = room
+        released = (
+            stream.replace_keys(joined.kid, joined.key)
+            if fresh_keys
+            else stream.activate(joined.kid, joined.key)
+        )
+        for event in released:  # buffered: they arrived before the snapshot
+            self._apply(room, room.sequencer.live(event))
+        self._apply(room, room.sequencer.snapshot(joined.room.seq, joined.events))
+        return joined.room
 
     async def leave(self, room: str) -> str:
         """Leave a room; its topic is unsubscribed and its keys forgotten."""
@@ -223,25 +355,82 @@ class ChatClient:
         result = await self._connection.request(Members(room))
         return list(strings(result, "members"))
 
-    async def send(self, room: str, text: str) -> int:
-        """Post a message; returns the ``seq`` it was published under, once stored."""
-        result = await self._connection.request(Send(room, text))
+    async def send(
+        self, room: str, text: str, *, msg_id: str | None = None, deadline: float = SEND_DEADLINE
+    ) -> int:
+        """Post a message; returns the ``seq`` it was stored under.
+
+        The message gets an id (or keeps ``msg_id``); across a timeout or an
+        outage it is sent again with that id until the broker acknowledges it, so
+        it is stored once. After ``deadline`` seconds without success this raises
+        `RequestTimedOut`.
+        """
+        request = Send(room, text, msg_id or new_msg_id())
+        result = await self._until_delivered(request, deadline)
         return field(result, "seq", int)
+
+    async def history(self, room: str, from_seq: int, to_seq: int) -> HistoryResult:
+        """One page (at most 500) of a room's stored events with seq in the range.
+
+        `zchat.protocol.errors.InvalidRange` for a range that is negative,
+        reversed or too large; `NotMember` for a room this session is not in.
+        """
+        return await self._connection.call(History(room, from_seq, to_seq), parse_history)
+
+    async def earlier(self, room: str, count: int = DEFAULT_HISTORY) -> HistoryPage:
+        """Up to ``count`` events before the earliest shown in ``room``, oldest first.
+
+        Each call pages further back. The page says when the start of the room,
+        or the start of what the broker still keeps, is reached.
+        """
+        joined = self._rooms.get(name_key(room))
+        if joined is None:
+            Members(room)  # an impossible name is InvalidName, as the broker would say
+            raise NotMember(f"you are not in room {room}")
+        name = joined.name
+        fetch = joined.sequencer.page_start(count)
+        if fetch is None:
+            return HistoryPage(name, (), at_start=True, pruned=False)
+        result = await self.history(name, fetch.from_seq, fetch.to_seq)
+        events = tuple(joined.sequencer.paged_back(fetch, result.events))
+        pruned = not events or events[0].seq > fetch.from_seq
+        if pruned:
+            joined.sequencer.earliest = 1  # nothing older is left to page to
+        return HistoryPage(name, events, at_start=fetch.from_seq == 1 and not pruned, pruned=pruned)
 
     async def ping(self) -> None:
         """Renew the lease now (the ping task does this on its own)."""
         await self._connection.request(Ping())
+
+    # --- direct messages ------------------------------------------------------------------
+
+    async def dm(
+        self, user: str, text: str, *, msg_id: str | None = None, deadline: float = SEND_DEADLINE
+    ) -> DirectSent:
+        """Send a private message to every session of ``user``; stored for when they are away.
+
+        Retried across outages like `send`; `NoSuchUser` if there is no such user.
+        """
+        request = DirectMessage(user, text, msg_id or new_msg_id())
+        return parse_dm(await self._until_delivered(request, deadline))
+
+    async def inbox(self) -> list[DirectReceived]:
+        """The direct messages that waited for this user, oldest first; they count as
+        read once returned."""
+        messages: list[DirectReceived] = []
+        while True:
+            page, more = await self._connection.call(Inbox(), parse_inbox)
+            messages.extend(page)
+            if not more or not page:
+                self.unread = 0
+                return messages
 
     # --- events ---------------------------------------------------------------------------
 
     async def next_event(self, timeout: float | None = None) -> ClientEvent:
         """The next room event or notice; `TimeoutError` after ``timeout`` seconds."""
         async with asyncio.timeout(timeout):
-            event = await self._events.get()
-        if event is None:
-            self._events.put_nowait(None)  # wake any other reader too
-            raise ClientClosed("the client was closed")
-        return event
+            return await self._feed.get()
 
     async def events(self) -> AsyncIterator[ClientEvent]:
         """Every room event and notice, until the client is closed."""
@@ -252,71 +441,237 @@ class ChatClient:
                 return
 
     def _on_private_event(self, event: Event) -> None:
-        """Route a ``room_key`` or ``session_ended`` from the DEALER reader."""
+        """Route a ``room_key``, ``direct`` or ``session_ended`` from the DEALER reader."""
         if isinstance(event, RoomKey):
-            topic = self._rooms.get(name_key(event.room))
-            stream = self._subscriber.stream(topic) if topic is not None else None
-            if stream is None:
+            room = self._rooms.get(name_key(event.room))
+            stream = self._subscriber.stream(room.topic) if room is not None else None
+            if room is None or stream is None:
                 log.debug("ignoring a key for room %r this session is not in", event.room)
                 return
-            self._subscriber.deliver(stream.add_key(event.kid, event.key))
+            for opened in stream.add_key(event.kid, event.key):
+                self._apply(room, room.sequencer.live(opened))
+        elif isinstance(event, Direct):
+            self._feed.put(DirectReceived.of(event))
         elif isinstance(event, SessionEnded):
-            self._end_session(event)
+            self._trouble(f"the broker ended the session ({event.reason})")
         else:
             log.debug("ignoring event %r", event)
 
-    def _end_session(self, event: SessionEnded) -> None:
+    def _on_publication(self, topic: bytes, publications: list[Publication]) -> None:
+        room = self._by_topic.get(topic)
+        if room is None:
+            return  # a join in flight: its stream holds sealed events until the reply
+        for publication in publications:
+            if isinstance(publication, RoomEvent):
+                self._apply(room, room.sequencer.live(publication))
+            else:
+                self._apply(room, room.sequencer.announced(publication.seq))
+
+    def _on_drained(self) -> None:
+        """The reader paused and has now read all that waited: the tail may be lost."""
+        for room in list(self._rooms.values()):
+            self._apply(room, room.sequencer.probe())
+
+    def _apply(self, room: _Room, step: Step) -> None:
+        for event in step.shown:
+            self._feed.put(event)
+        if step.fetch is not None:
+            room.fetcher = asyncio.create_task(
+                self._fetch(room, step.fetch), name=f"zchat-history-{room.name}"
+            )
+
+    async def _fetch(self, room: _Room, fetch: Fetch | None) -> None:
+        """Fetch what the room's sequencer is missing, page by page, until it has it all."""
+        while fetch is not None:
+            await self._feed.wait_for_room()
+            try:
+                await self._wait_online()
+                page = await self.history(room.name, fetch.from_seq, fetch.to_seq)
+            except TRANSIENT as exc:
+                if self.user is None:
+                    return  # the session is over, and the room with it
+                self._trouble_from(exc)
+                continue  # the same range again, once the session is back
+            except ClientClosed:
+                return
+            except ZchatError as exc:
+                log.warning("cannot fetch the history of %s: %s", room.name, exc)
+                room.sequencer.fetch_failed()
+                return
+            step = room.sequencer.fetched(page.events, page.more, page.last_seq)
+            for event in step.shown:
+                self._feed.put(event)
+            fetch = step.fetch
+
+    async def _wait_online(self, timeout: float | None = None) -> None:
+        if self._closed:
+            raise ClientClosed("the client was closed")
         if self.user is None:
-            return  # already reported (the event and a refused ping can both say so)
-        self._forget_session()
-        self._events.put_nowait(event)
+            raise NotLoggedIn("not logged in")
+        if not self._online.is_set():
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._online.wait()
+            except TimeoutError as exc:
+                raise RequestTimedOut("the broker did not come back in time") from exc
+            if self._closed:
+                raise ClientClosed("the client was closed")
+
+    async def _until_delivered(self, request: Send | DirectMessage, deadline: float) -> Any:
+        """Make ``request`` until it gets a reply, across outages, within ``deadline`` seconds."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + deadline
+        while True:
+            left = give_up - loop.time()
+            if left <= 0:
+                raise RequestTimedOut(
+                    f"the broker did not acknowledge the message within {deadline:g} s"
+                )
+            try:
+                await self._wait_online(left)
+                return await self._connection.request(request, min(left, self._timeout))
+            except TRANSIENT as exc:
+                if self.user is None:
+                    raise
+                self._trouble_from(exc)
+
+    # --- losing and recovering the session -----------------------------------------------
+
+    def _on_disconnect(self) -> None:
+        if self._online.is_set():
+            self._trouble("the connection to the broker was lost")
+
+    def _trouble_from(self, exc: Exception) -> None:
+        if isinstance(exc, RequestTimedOut):
+            return  # a slow broker is not a lost one: the pings decide that
+        self._trouble(exc.message if isinstance(exc, ZchatError) else str(exc))
+
+    def _trouble(self, reason: str) -> None:
+        """Start recovering the session, unless already at it (or never logged in)."""
+        if self._closed or self.user is None or self._token is None:
+            if self.user is not None and not self._closed:
+                self._give_up(reason)  # without a token there is nothing to resume
+            return
+        if self._recovery is not None and not self._recovery.done():
+            return
+        self._online.clear()
+        self._feed.put(Disconnected(reason))
+        self._recovery = asyncio.create_task(self._recover(), name="zchat-reconnect")
+
+    def _give_up(self, reason: str) -> None:
+        """The session cannot be resumed: report it ended; the user must log in again."""
+        if self.user is None:
+            return
+        self._drop_session_state()
+        self._feed.put(SessionEnded(reason))
+
+    async def _recover(self) -> None:
+        """Reconnect with backoff, resume, rejoin every room and let waiting sends go."""
+        for delay in backoff.delays():
+            await asyncio.sleep(delay)
+            token = self._token
+            if token is None or self.user is None:
+                return
+            try:
+                await self._connection.replace(self._new_dealer())
+                await self._connection.call(Hello(), parse_hello, self._connect_timeout)
+                result = await self._connection.call(
+                    Resume(token), parse_session, self._auth_timeout
+                )
+                self._session_started(result, online=False)  # not until the rooms are back
+                rooms = await self._rejoin()
+            except (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired) as exc:
+                log.info("reconnecting: %s", exc.message)
+                continue
+            except ClientClosed:
+                return
+            except ZchatError as exc:  # bad_resume_token, above all
+                self._give_up(exc.message)
+                return
+            self._online.set()
+            self._feed.put(Reconnected(tuple(rooms), result.unread))
+            if result.unread:
+                await self._deliver_inbox()
+            return
+
+    async def _rejoin(self) -> list[str]:
+        """Join every room again on the new session; each sequencer fetches its gap."""
+        rejoined = []
+        for room in list(self._rooms.values()):
+            try:
+                await self._connection.call(Join(room.name), partial(self._rejoined, room))
+            except (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired):
+                raise
+            except ZchatError as exc:
+                log.warning("could not rejoin %s: %s", room.name, exc)
+                self._forget_room(room.name)
+                continue
+            rejoined.append(room.name)
+        return rejoined
+
+    def _rejoined(self, room: _Room, result: dict[str, Any]) -> JoinedRoom:
+        return self._joined(parse_join(result), room.topic, fresh_keys=True)
+
+    async def _deliver_inbox(self) -> None:
+        """Fetch the direct messages that waited during an outage and pass them on."""
+        try:
+            for message in await self.inbox():
+                self._feed.put(message)
+        except ZchatError as exc:
+            log.warning("could not fetch the inbox: %s", exc)
 
     def _forget_room(self, name: str) -> None:
-        topic = self._rooms.pop(name_key(name), None)
-        if topic is not None:
-            self._room_names.pop(topic, None)
-            self._subscriber.unsubscribe(topic)
+        room = self._rooms.pop(name_key(name), None)
+        if room is not None:
+            self._by_topic.pop(room.topic, None)
+            self._subscriber.unsubscribe(room.topic)
+            _cancel(room.fetcher)
 
-    def _forget_session(self) -> None:
+    def _drop_session_state(self) -> None:
+        """Forget the session, its rooms and its token, without waiting for any task."""
         self.user = None
-        self._rooms.clear()
-        self._room_names.clear()
+        self._token = None
+        self._online.clear()
+        for room in list(self._rooms.values()):
+            self._forget_room(room.name)
         self._subscriber.unsubscribe_all()
-        pinger, self._pinger = self._pinger, None
-        if pinger is not None and pinger is not asyncio.current_task():
-            pinger.cancel()
+        for task in (self._pinger, self._recovery):
+            if task is not asyncio.current_task():
+                _cancel(task)
+        self._pinger = self._recovery = None
+
+    async def _forget_session(self) -> None:
+        fetchers = [room.fetcher for room in self._rooms.values()]
+        tasks = [*fetchers, self._pinger, self._recovery]
+        self._drop_session_state()
+        for task in tasks:
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     # --- lease ----------------------------------------------------------------------------
 
     def _start_pinging(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
+        _cancel(self._pinger)
         self._pinger = asyncio.create_task(self._ping_forever(), name="zchat-pinger")
 
     async def _ping_forever(self) -> None:
-        """Keep the lease alive; report silence once, and a refused ping as session end."""
+        """Keep the lease alive; silence or a refused ping starts a reconnect."""
         interval = self.server.ping_interval_ms / 1000
-        silent = False
         while True:
             await asyncio.sleep(interval)
+            if not self._online.is_set():
+                continue
             try:
                 await self._connection.request(Ping(), timeout=interval * 2)
             except RequestTimedOut:
-                if not silent:
-                    silent = True
-                    self._events.put_nowait(Disconnected("the broker is not answering"))
-                continue
-            except SessionExpired:
-                self._end_session(SessionEnded("expired"))
-                return
-            except NotLoggedIn:  # e.g. the broker restarted: the connection is a new one
-                self._end_session(SessionEnded("the broker no longer knows this session"))
-                return
+                self._trouble("the broker is not answering")
+            except (ConnectionLost, NotLoggedIn, SessionExpired) as exc:
+                self._trouble(exc.message)
             except ClientClosed:
                 return
             except ZchatError as exc:
                 log.warning("ping refused: %s", exc)
-            silent = False
 
     # --- closing --------------------------------------------------------------------------
 
@@ -325,14 +680,18 @@ class ChatClient:
         if self._closed:
             return
         self._closed = True
-        pinger, self._pinger = self._pinger, None
-        if pinger is not None:
-            pinger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pinger
+        self._online.set()  # wake anything waiting for the session, to find it closed
+        tasks = [self._pinger, self._recovery, *(room.fetcher for room in self._rooms.values())]
+        self._pinger = self._recovery = None
+        for task in tasks:
+            _cancel(task)
+        for task in tasks:
+            if task is not None and task is not asyncio.current_task():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._connection.aclose()
         await self._subscriber.aclose()
-        self._events.put_nowait(None)
+        self._feed.close()
         if self._owns_context:
             self._context.term()
 
@@ -341,3 +700,8 @@ class ChatClient:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()

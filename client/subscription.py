@@ -1,8 +1,13 @@
 """The SUB side: one socket, one `RoomStream` per subscribed room topic.
 
 The reader task routes each publication to the stream of its topic and hands
-the events that come out to a callback. Topics nobody here joined are
-ignored (a subscription may still be draining after a leave).
+what comes out (events, announcements) to a callback. Topics nobody here
+joined are ignored (a subscription may still be draining after a leave).
+
+Before each read it waits for room in the application's event feed, so a
+consumer that falls behind stops the reading; after such a pause, once the
+socket has nothing more waiting, it says so (`on_drained`), since the end of
+what was sent meanwhile may be lost without a trace.
 """
 
 from __future__ import annotations
@@ -10,26 +15,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import zmq
 import zmq.asyncio
 
-from zchat.protocol import RoomEvent
+from zchat.protocol import Announcement, RoomEvent
 
 from .rooms import RoomStream
 
 log = logging.getLogger(__name__)
+
+Publication = RoomEvent | Announcement
 
 
 class Subscriber:
     """Owns the SUB socket and the streams of the rooms it is subscribed to."""
 
     def __init__(
-        self, subscriber: zmq.asyncio.Socket, on_event: Callable[[RoomEvent], None]
+        self,
+        subscriber: zmq.asyncio.Socket,
+        on_publication: Callable[[bytes, list[Publication]], None],
+        *,
+        has_room: Callable[[], bool] = lambda: True,
+        wait_for_room: Callable[[], Awaitable[None]] | None = None,
+        on_drained: Callable[[], None] = lambda: None,
     ) -> None:
         self._subscriber = subscriber
-        self._on_event = on_event
+        self._on_publication = on_publication
+        self._has_room = has_room
+        self._wait_for_room = wait_for_room
+        self._on_drained = on_drained
         self._streams: dict[bytes, RoomStream] = {}
         self._reader: asyncio.Task[None] | None = None
 
@@ -61,14 +77,16 @@ class Subscriber:
     def stream(self, topic: bytes) -> RoomStream | None:
         return self._streams.get(topic)
 
-    def deliver(self, events: list[RoomEvent]) -> None:
-        """Hand events released outside the reader (by a key or a join reply) on."""
-        for event in events:
-            self._on_event(event)
-
     async def _read(self) -> None:
+        paused = False
         while True:
+            if not self._has_room() and self._wait_for_room is not None:
+                paused = True
+                await self._wait_for_room()
             try:
+                if paused and not await self._subscriber.poll(0):
+                    paused = False
+                    self._on_drained()
                 frames = await self._subscriber.recv_multipart()
             except zmq.ZMQError as exc:
                 log.debug("sub reader stops: %s", exc)
@@ -79,7 +97,7 @@ class Subscriber:
             topic, body = frames
             stream = self._streams.get(topic)
             if stream is not None:
-                self.deliver(stream.feed(body))
+                self._on_publication(topic, stream.feed(body))
 
     async def aclose(self) -> None:
         """Stop the reader and close the socket."""

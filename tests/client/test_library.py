@@ -13,7 +13,7 @@ import zmq.asyncio
 from tests.client.raw import RawPeer, spy
 from tests.processes import RunningBroker, start_broker
 from zchat.client import ChatClient, ClientEvent
-from zchat.client.events import RoomInfo
+from zchat.client.events import HistoryEvent, RoomInfo
 from zchat.protocol import (
     CannotOpen,
     Join,
@@ -49,12 +49,19 @@ async def account(
 
 
 async def next_matching(
-    client: ChatClient, wanted: Callable[[ClientEvent], bool], timeout: float = WAIT
+    client: ChatClient,
+    wanted: Callable[[ClientEvent], bool],
+    timeout: float = WAIT,
+    *,
+    history: bool = False,
 ) -> ClientEvent:
-    """The first event ``wanted`` accepts, skipping others, within ``timeout``."""
+    """The first event ``wanted`` accepts, skipping others (and the scrollback shown on
+    joining, unless ``history``), within ``timeout``."""
     async with asyncio.timeout(timeout):
         while True:
             event = await client.next_event()
+            if isinstance(event, HistoryEvent) and not history:
+                continue
             if wanted(event):
                 return event
 

@@ -1,9 +1,18 @@
-"""A joined room's key ring: order, dedupe, held publications, refusal of what it cannot open."""
+"""A joined room's key ring: held publications, announcements, refusal of what it cannot open.
+
+Order and repeats are the sequencer's (tests/client/test_sequencer.py)."""
 
 from __future__ import annotations
 
 from zchat.client.rooms import MAX_HELD, RoomStream
-from zchat.protocol import RoomCipher, RoomEventKind, new_room_key, room_topic
+from zchat.protocol import (
+    Announcement,
+    RoomCipher,
+    RoomEventKind,
+    announcement,
+    new_room_key,
+    room_topic,
+)
 
 TOPIC = room_topic("room1")
 KEY1, KEY2 = new_room_key(), new_room_key()
@@ -19,9 +28,9 @@ def texts(events: list) -> list[str]:  # type: ignore[type-arg]
     return [event.text for event in events]
 
 
-def joined(seq: int = 5) -> RoomStream:
+def joined() -> RoomStream:
     stream = RoomStream(TOPIC)
-    assert stream.activate(1, KEY1, seq) == []
+    assert stream.activate(1, KEY1) == []
     return stream
 
 
@@ -37,25 +46,16 @@ def test_live_publications_open_into_events() -> None:
     )
 
 
-def test_events_already_in_the_join_reply_are_dropped() -> None:
-    stream = joined(seq=5)
-    assert stream.feed(publication(4, "old")) == []
-    assert stream.feed(publication(5, "my own join")) == []
-    assert texts(stream.feed(publication(6, "new"))) == ["new"]
-
-
-def test_a_publication_is_delivered_once() -> None:
-    stream = joined()
-    body = publication(6, "hello")
-    assert texts(stream.feed(body)) == ["hello"]
-    assert stream.feed(body) == []
+def test_announcements_pass_through_without_a_key() -> None:
+    assert RoomStream(TOPIC).feed(announcement(42)) == [Announcement(42)]
+    assert joined().feed(announcement(7)) == [Announcement(7)]
 
 
 def test_publications_before_the_join_reply_wait_for_it() -> None:
     stream = RoomStream(TOPIC)  # subscribed, join request in flight
     assert stream.feed(publication(5, "before")) == []
     assert stream.feed(publication(6, "after")) == []
-    assert texts(stream.activate(1, KEY1, seq=5)) == ["after"]
+    assert texts(stream.activate(1, KEY1)) == ["before", "after"]
 
 
 def test_a_newer_key_publication_waits_for_its_room_key_event() -> None:
@@ -67,7 +67,7 @@ def test_a_newer_key_publication_waits_for_its_room_key_event() -> None:
 
 
 def test_held_publications_are_bounded() -> None:
-    stream = joined(seq=0)
+    stream = joined()
     for seq in range(1, MAX_HELD + 11):
         stream.feed(publication(seq, f"m{seq}", kid=2, key=KEY2))
     released = stream.add_key(2, KEY2)
@@ -91,7 +91,7 @@ def test_tampered_or_foreign_publications_are_dropped() -> None:
 
 def test_a_publication_under_a_key_never_held_is_dropped() -> None:
     stream = RoomStream(TOPIC)
-    stream.activate(3, KEY2, seq=5)  # joined when the room was at key 3
+    stream.activate(3, KEY2)  # joined when the room was at key 3
     assert stream.feed(publication(6, "sealed before we joined", kid=2, key=KEY1)) == []
 
 
@@ -101,3 +101,10 @@ def test_old_keys_still_open_late_publications() -> None:
     assert texts(stream.feed(publication(6, "sealed before the rotation"))) == [
         "sealed before the rotation"
     ]
+
+
+def test_fresh_keys_replace_every_old_one() -> None:
+    stream = joined()
+    stream.replace_keys(1, KEY2)  # a restarted broker reuses key id 1 for a new key
+    assert stream.feed(publication(6, "old key")) == []
+    assert texts(stream.feed(publication(7, "new key", key=KEY2))) == ["new key"]
