@@ -30,7 +30,10 @@ def terminals() -> Iterator[list[Terminal]]:
 def open_client(
     terminals: list[Terminal], broker: RunningBroker, *args: str, env: dict[str, str] | None = None
 ) -> Terminal:
-    terminal = Terminal("--host", broker.host, "--port", str(broker.port), *args, env=env)
+    terminal = Terminal(
+        "--host", broker.host, "--port", str(broker.port), "--key-port", str(broker.key_port),
+        *args, env=env,
+    )  # fmt: skip
     terminals.append(terminal)
     return terminal
 

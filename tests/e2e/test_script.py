@@ -60,7 +60,16 @@ def run_bot(
     environment.pop("NO_COLOR", None)
     environment.update(env or {})
     process = subprocess.Popen(
-        [script("zchat-client"), "--host", broker.host, "--port", str(broker.port), *args],
+        [
+            script("zchat-client"),
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--key-port",
+            str(broker.key_port),
+            *args,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -157,7 +166,10 @@ def test_an_absent_broker_is_one_clear_line(tmp_path: Path) -> None:
         timeout=15,
     )  # fmt: skip
     assert done.returncode == 1
-    assert done.stderr.strip() == f"zchat-client: cannot reach the broker at 127.0.0.1:{port}"
+    assert done.stderr.strip() == (
+        f"zchat-client: cannot fetch the broker's key from 127.0.0.1:{port + 2}; "
+        "pass --server-key KEY (zchat-broker --show-key prints it)"
+    )
 
 
 def test_a_stopped_client_is_told_its_session_ended(tmp_path: Path, bots: list[Bot]) -> None:
