@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -151,6 +152,10 @@ def main(
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    open_files = raise_open_file_limit()
+    logging.getLogger(__name__).info(
+        "open-file limit %d (about %d clients)", open_files, open_files // 2
+    )
     config = BrokerConfig(
         host=host,
         port=port,
@@ -171,9 +176,10 @@ def main(
         return
 
     def ready(endpoints: Endpoints) -> None:
-        click.echo(f"Running chat server at {endpoints.host}:{endpoints.port}")
-        click.echo(f"Publishing rooms at {endpoints.host}:{endpoints.pub_port}")
-        click.echo(f"Key service at {endpoints.host}:{endpoints.key_port}")
+        host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host
+        click.echo(f"Running chat server at {host}:{endpoints.port}")
+        click.echo(f"Publishing rooms at {host}:{endpoints.pub_port}")
+        click.echo(f"Key service at {host}:{endpoints.key_port}")
         _echo_key(endpoints.keys)
         click.echo(f"Data in {config.database_path}")
 
@@ -182,6 +188,20 @@ def main(
     except (StorageError, KeyFileError, OSError, zmq.ZMQError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("Broker stopped.")
+
+
+def raise_open_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one: each client holds two connections,
+    and the usual soft limit of 1,024 would cap a broker near 500 clients. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            logging.getLogger(__name__).warning("cannot raise the open-file limit above %d", soft)
+    return soft
 
 
 def _echo_key(keys: BrokerKeys) -> None:

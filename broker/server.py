@@ -79,7 +79,14 @@ def _bound_port(socket: zmq.asyncio.Socket) -> int:
     return int(endpoint.rsplit(":", 1)[1])
 
 
+def _bind(socket: zmq.asyncio.Socket, host: str, port: int) -> None:
+    """Bind to ``host`` (a name, IPv4 or IPv6 address) on ``port`` (0: any free port)."""
+    address = f"[{host}]" if ":" in host else host
+    socket.bind(f"tcp://{address}:{port or '*'}")
+
+
 def _configure(socket: zmq.asyncio.Socket) -> None:
+    socket.setsockopt(zmq.IPV6, 1)  # dual stack: IPv6 and IPv4 addresses both work
     socket.setsockopt(zmq.LINGER, 1000)
     socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
@@ -306,9 +313,9 @@ async def run_broker(
         router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
         key_service.setsockopt(zmq.MAXMSGSIZE, KEY_SERVICE_MAXMSGSIZE)
         publisher.setsockopt(zmq.SNDHWM, config.pub_hwm)
-        router.bind(f"tcp://{config.host}:{config.port or '*'}")
-        publisher.bind(f"tcp://{config.host}:{config.pub_port or '*'}")
-        key_service.bind(f"tcp://{config.host}:{config.key_port or '*'}")
+        _bind(router, config.host, config.port)
+        _bind(publisher, config.host, config.pub_port)
+        _bind(key_service, config.host, config.key_port)
         endpoints = Endpoints(
             config.host,
             _bound_port(router),
