@@ -19,11 +19,13 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgpack
 import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from zchat.protocol import Event, Reply, Request, ZchatError, decode_incoming, encode_request
+from zchat.protocol.errors import FrameTooLarge
 
 from .errors import ClientClosed, ConnectionLost, RequestTimedOut
 
@@ -133,6 +135,9 @@ class Connection:
                 return
             try:
                 incoming = decode_incoming(frame)
+            except FrameTooLarge as exc:
+                self._too_large(frame, exc)
+                continue
             except ZchatError as exc:
                 log.warning("ignoring a frame from the broker: %s", exc)
                 continue
@@ -152,6 +157,16 @@ class Connection:
             if parse_monitor_message(frames)["event"] == zmq.EVENT_DISCONNECTED:
                 log.debug("the connection to the broker dropped")
                 self._on_disconnect()
+
+    def _too_large(self, frame: bytes, error: FrameTooLarge) -> None:
+        """A reply over the frame limit fails the request it answers (which can then ask
+        for less), instead of leaving it to time out."""
+        request_id = reply_id(frame)
+        pending = self._pending.get(request_id) if request_id is not None else None
+        if pending is None or pending[0].done():
+            log.warning("ignoring a frame from the broker: %s", error)
+            return
+        pending[0].set_exception(error)
 
     def _resolve(self, reply: Reply) -> None:
         pending = self._pending.get(reply.request_id) if reply.request_id is not None else None
@@ -199,3 +214,18 @@ class Connection:
 
 def _unchanged(result: Result) -> Result:
     return result
+
+
+def reply_id(frame: bytes) -> int | None:
+    """The ``id`` of a reply frame, read without decoding the rest; None if it has none."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(frame)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                value = unpacker.unpack()
+                return value if type(value) is int else None
+            unpacker.skip()
+    except Exception:  # msgpack raises many types for bad input; then there is no id
+        return None
+    return None

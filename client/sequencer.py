@@ -9,7 +9,9 @@ a range with ``history``; the page it gets back is handed to `Sequencer.fetched`
 
 Every method returns a `Step`: the events to show now, in seq order, and at
 most one range to fetch. One fetch is outstanding at a time; the caller reports
-its outcome with `fetched` or `fetch_failed`.
+its outcome with `fetched` (which may ask for the rest of the range) or
+`fetch_failed`. The caller may fetch a range in smaller pieces: each answer says
+how far it covers.
 """
 
 from __future__ import annotations
@@ -114,26 +116,28 @@ class Sequencer:
             return Step()
         return Step([], self._next_fetch())
 
-    def fetched(self, events: Iterable[RoomEvent], more: bool, last_seq: int) -> Step:
-        """A ``history`` page for the outstanding fetch; ``last_seq`` is the room's latest.
+    def fetched(self, events: Iterable[RoomEvent], covered: int, last_seq: int) -> Step:
+        """A ``history`` answer for the outstanding fetch.
 
-        Events the broker no longer keeps are simply absent: once a page without
-        ``more`` arrives, everything up to the end of the range is shown or gone.
+        Every event up to ``covered`` is in ``events`` or gone for good (the broker
+        no longer keeps it); ``last_seq`` is the room's latest, beyond which nothing
+        exists yet. A page with ``more`` covers up to its last event; the last page
+        up to the end of the range asked for.
         """
         fetch, self._fetching = self._fetching, None
         if fetch is None or self.last is None:
             return Step()
+        end = min(fetch.to_seq, last_seq)
+        covered = min(covered, end)
         shown: list[RoomEvent] = []
         for event in sorted(events, key=_seq):
-            if self.last < event.seq <= fetch.to_seq:
+            if self.last < event.seq <= covered:
                 shown.append(event)
                 self.last = event.seq
-                self._buffer.pop(event.seq, None)
-        if more:
-            if self.last < fetch.to_seq:
-                self._fetching = Fetch(self.last + 1, fetch.to_seq)
+        self.last = max(self.last, covered)
+        if self.last < end and covered >= fetch.from_seq:
+            self._fetching = Fetch(self.last + 1, fetch.to_seq)  # the rest of the range
             return Step(shown, self._fetching)
-        self.last = max(self.last, min(fetch.to_seq, last_seq))
         shown.extend(self._drain())
         return Step(shown, self._next_fetch())
 

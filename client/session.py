@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -52,7 +52,8 @@ from zchat.protocol import (
     ZchatError,
     room_topic,
 )
-from zchat.protocol.errors import NotLoggedIn, NotMember, SessionExpired
+from zchat.protocol.errors import FrameTooLarge, NotLoggedIn, NotMember, SessionExpired
+from zchat.protocol.limits import MAX_HISTORY_PAGE
 from zchat.protocol.validation import name_key
 
 from . import backoff
@@ -146,7 +147,7 @@ class ChatClient:
         *,
         server_key: str,
         max_events: int = DEFAULT_LIMIT,
-        sub_hwm: int | None = None,
+        sub_options: Mapping[int, int] | None = None,
         connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         """Open (but do not yet use) the sockets; prefer `ChatClient.connect`.
@@ -154,7 +155,8 @@ class ChatClient:
         ``server_key`` is the broker's public CurveZMQ key (Z85): both sockets are
         encrypted, and a broker without that key never answers. ``max_events`` is
         how many events may wait for the application before the client stops
-        reading room traffic; ``sub_hwm`` caps the SUB socket's own queue.
+        reading room traffic; ``sub_options`` are extra options for the SUB socket
+        (such as ``zmq.RCVHWM``).
         """
         self._server_key = server_key
         self.host = host
@@ -166,8 +168,8 @@ class ChatClient:
             self._new_dealer(), self._on_private_event, timeout, self._on_disconnect
         )
         subscriber = open_socket(self._context, zmq.SUB, CurveKeys.for_broker(server_key))
-        if sub_hwm is not None:
-            subscriber.setsockopt(zmq.RCVHWM, sub_hwm)
+        for option, value in (sub_options or {}).items():
+            subscriber.setsockopt(option, value)
         self._subscriber = Subscriber(
             subscriber,
             self._on_publication,
@@ -189,6 +191,11 @@ class ChatClient:
         """The logged-in user's name as registered, or None."""
         self.unread = 0
         """Direct messages that waited for this user, as the last login or resume said."""
+        self._page = MAX_HISTORY_PAGE
+        """Events asked for per ``history`` request; halved when a reply is too large."""
+        self.repaired = 0
+        """History pages fetched to fill gaps in room streams: a measure of what PUB/SUB
+        dropped and the client repaired."""
         self._closed = False
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -209,7 +216,7 @@ class ChatClient:
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         max_events: int = DEFAULT_LIMIT,
-        sub_hwm: int | None = None,
+        sub_options: Mapping[int, int] | None = None,
     ) -> ChatClient:
         """Connect to a broker and say ``hello``; raises `BrokerUnreachable`.
 
@@ -223,7 +230,7 @@ class ChatClient:
             timeout,
             server_key=server_key,
             max_events=max_events,
-            sub_hwm=sub_hwm,
+            sub_options=sub_options,
             connect_timeout=connect_timeout,
         )
         try:
@@ -312,9 +319,16 @@ class ChatClient:
         guess = room_topic(room)
         self._subscriber.subscribe(guess)
         try:
-            return await self._connection.call(
-                request, lambda result: self._joined(parse_join(result), guess)
-            )
+            while True:
+                try:
+                    return await self._connection.call(
+                        request, lambda result: self._joined(parse_join(result), guess)
+                    )
+                except FrameTooLarge:
+                    if not request.history:
+                        raise
+                    # Long messages: the snapshot did not fit in a frame, so ask for less.
+                    request = Join(room, request.history // 2)
         except BaseException:
             if guess not in self._by_topic:
                 self._subscriber.unsubscribe(guess)
@@ -391,7 +405,16 @@ class ChatClient:
         fetch = joined.sequencer.page_start(count)
         if fetch is None:
             return HistoryPage(name, (), at_start=True, pruned=False)
-        result = await self.history(name, fetch.from_seq, fetch.to_seq)
+        while True:
+            try:
+                result = await self.history(name, fetch.from_seq, fetch.to_seq)
+                break
+            except FrameTooLarge:
+                if fetch.from_seq == fetch.to_seq:
+                    raise
+                fetch = Fetch(
+                    fetch.from_seq + (fetch.to_seq - fetch.from_seq + 1) // 2, fetch.to_seq
+                )
         events = tuple(joined.sequencer.paged_back(fetch, result.events))
         pruned = not events or events[0].seq > fetch.from_seq
         if pruned:
@@ -484,9 +507,13 @@ class ChatClient:
         """Fetch what the room's sequencer is missing, page by page, until it has it all."""
         while fetch is not None:
             await self._feed.wait_for_room()
+            to_seq = min(fetch.to_seq, fetch.from_seq + self._page - 1)
             try:
                 await self._wait_online()
-                page = await self.history(room.name, fetch.from_seq, fetch.to_seq)
+                page = await self.history(room.name, fetch.from_seq, to_seq)
+            except FrameTooLarge:
+                self._page = max(1, self._page // 2)  # long messages: ask for fewer
+                continue
             except TRANSIENT as exc:
                 if self.user is None:
                     return  # the session is over, and the room with it
@@ -498,7 +525,9 @@ class ChatClient:
                 log.warning("cannot fetch the history of %s: %s", room.name, exc)
                 room.sequencer.fetch_failed()
                 return
-            step = room.sequencer.fetched(page.events, page.more, page.last_seq)
+            self.repaired += 1
+            covered = page.events[-1].seq if page.more and page.events else to_seq
+            step = room.sequencer.fetched(page.events, covered, page.last_seq)
             for event in step.shown:
                 self._feed.put(event)
             fetch = step.fetch

@@ -59,7 +59,7 @@ def test_a_gap_between_the_snapshot_and_the_buffer_is_fetched() -> None:
     step = sequencer.snapshot(10, events(10))
     assert seqs(step) == [10]
     assert step.fetch == Fetch(11, 13)
-    done = sequencer.fetched(events(11, 12, 13), more=False, last_seq=14)
+    done = sequencer.fetched(events(11, 12, 13), covered=MAX_SEQ, last_seq=14)
     assert seqs(done) == [11, 12, 13, 14] and done.fetch is None
 
 
@@ -76,7 +76,7 @@ def test_a_skipped_seq_holds_later_events_until_the_gap_is_fetched() -> None:
     step = sequencer.live(event(14))
     assert step == Step([], Fetch(11, 13))
     assert sequencer.live(event(15)) == Step()  # one fetch at a time; 15 waits too
-    done = sequencer.fetched(events(11, 12, 13, 14), more=False, last_seq=15)
+    done = sequencer.fetched(events(11, 12, 13, 14), covered=MAX_SEQ, last_seq=15)
     assert seqs(done) == [11, 12, 13, 14, 15]
     assert sequencer.fetching is None and not sequencer.behind
 
@@ -84,11 +84,11 @@ def test_a_skipped_seq_holds_later_events_until_the_gap_is_fetched() -> None:
 def test_a_long_gap_is_fetched_page_by_page() -> None:
     sequencer = joined(0)
     assert sequencer.live(event(1200)).fetch == Fetch(1, 1199)
-    first = sequencer.fetched(events(*range(1, 501)), more=True, last_seq=1200)
+    first = sequencer.fetched(events(*range(1, 501)), covered=500, last_seq=1200)
     assert seqs(first) == list(range(1, 501)) and first.fetch == Fetch(501, 1199)
-    second = sequencer.fetched(events(*range(501, 1001)), more=True, last_seq=1200)
+    second = sequencer.fetched(events(*range(501, 1001)), covered=1000, last_seq=1200)
     assert second.fetch == Fetch(1001, 1199)
-    last = sequencer.fetched(events(*range(1001, 1200)), more=False, last_seq=1200)
+    last = sequencer.fetched(events(*range(1001, 1200)), covered=MAX_SEQ, last_seq=1200)
     assert seqs(last) == [*range(1001, 1200), 1200]
 
 
@@ -99,7 +99,7 @@ def test_an_announcement_reveals_a_lost_tail() -> None:
     step = sequencer.announced(13)
     assert step.fetch == Fetch(12, 13)
     assert sequencer.announced(14) == Step()  # already fetching
-    done = sequencer.fetched(events(12, 13), more=False, last_seq=14)
+    done = sequencer.fetched(events(12, 13), covered=MAX_SEQ, last_seq=14)
     assert seqs(done) == [12, 13] and done.fetch == Fetch(14, 14)
 
 
@@ -109,18 +109,29 @@ def test_an_announcement_before_the_snapshot_is_kept_for_after_it() -> None:
     assert sequencer.snapshot(10, []).fetch == Fetch(11, 12)
 
 
+def test_a_range_fetched_in_small_pieces_even_where_pruned() -> None:
+    sequencer = joined(10)
+    assert sequencer.live(event(30)).fetch == Fetch(11, 29)
+    nothing = sequencer.fetched([], covered=15, last_seq=30)  # 11..15 are gone
+    assert nothing == Step([], Fetch(16, 29))
+    some = sequencer.fetched(events(16, 17), covered=20, last_seq=30)
+    assert seqs(some) == [16, 17] and some.fetch == Fetch(21, 29)
+    rest = sequencer.fetched(events(*range(21, 30)), covered=29, last_seq=30)
+    assert seqs(rest) == [*range(21, 30), 30] and rest.fetch is None
+
+
 def test_pruned_events_are_skipped_not_waited_for() -> None:
     sequencer = joined(10)
     sequencer.live(event(30))
     # The broker kept only 25 onwards of the missing 11..29.
-    done = sequencer.fetched(events(25, 26, 27, 28, 29), more=False, last_seq=30)
+    done = sequencer.fetched(events(25, 26, 27, 28, 29), covered=MAX_SEQ, last_seq=30)
     assert seqs(done) == [25, 26, 27, 28, 29, 30]
 
 
 def test_a_range_entirely_gone_moves_on() -> None:
     sequencer = joined(10)
     sequencer.live(event(13))
-    done = sequencer.fetched([], more=False, last_seq=13)
+    done = sequencer.fetched([], covered=MAX_SEQ, last_seq=13)
     assert seqs(done) == [13]
 
 
@@ -128,7 +139,7 @@ def test_a_probe_fetches_whatever_the_room_has_reached() -> None:
     sequencer = joined(10)
     step = sequencer.probe()
     assert step.fetch == Fetch(11, MAX_SEQ)
-    assert seqs(sequencer.fetched(events(11, 12), more=False, last_seq=12)) == [11, 12]
+    assert seqs(sequencer.fetched(events(11, 12), covered=MAX_SEQ, last_seq=12)) == [11, 12]
     assert sequencer.last == 12 and not sequencer.behind
 
 
@@ -136,7 +147,7 @@ def test_a_probe_during_a_fetch_comes_after_it() -> None:
     sequencer = joined(10)
     assert sequencer.live(event(13)).fetch == Fetch(11, 12)
     assert sequencer.probe() == Step()
-    done = sequencer.fetched(events(11, 12), more=False, last_seq=20)
+    done = sequencer.fetched(events(11, 12), covered=MAX_SEQ, last_seq=20)
     assert seqs(done) == [11, 12, 13] and done.fetch == Fetch(14, MAX_SEQ)
 
 
@@ -152,7 +163,7 @@ def test_a_rejoin_after_an_outage_fetches_what_was_missed() -> None:
     sequencer.live(event(11))
     step = sequencer.snapshot(20, events(19, 20))  # joined again: history is not repeated
     assert step == Step([], Fetch(12, 20))
-    assert seqs(sequencer.fetched(events(*range(12, 21)), more=False, last_seq=20)) == list(
+    assert seqs(sequencer.fetched(events(*range(12, 21)), covered=MAX_SEQ, last_seq=20)) == list(
         range(12, 21)
     )
 
@@ -177,7 +188,7 @@ def test_the_buffer_is_bounded_and_what_it_dropped_is_fetched() -> None:
     sequencer.live(event(12))
     for seq in (13, 14, 15):
         sequencer.live(event(seq))  # 15 pushes the newest out
-    done = sequencer.fetched(events(11), more=False, last_seq=15)
+    done = sequencer.fetched(events(11), covered=MAX_SEQ, last_seq=15)
     assert seqs(done) == [11, 12, 13, 14]
     assert done.fetch == Fetch(15, 15)
 
@@ -209,7 +220,8 @@ def test_any_mix_of_drops_repeats_and_reordering_shows_each_event_once_in_order(
         while step.fetch is not None:
             fetch = step.fetch
             page = [stored[seq] for seq in range(fetch.from_seq, min(fetch.to_seq, total) + 1)]
-            step = sequencer.fetched(page[:7], more=len(page) > 7, last_seq=total)
+            covered = page[6].seq if len(page) > 7 else fetch.to_seq
+            step = sequencer.fetched(page[:7], covered=covered, last_seq=total)
             shown.extend(step.shown)
 
     before = rng.randrange(len(live) + 1)
