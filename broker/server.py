@@ -8,6 +8,7 @@ an acknowledged message is always on disk and commits are grouped under load.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -286,10 +287,18 @@ async def serve_key_requests(key_service: zmq.asyncio.Socket, keys: BrokerKeys) 
 
 
 def _peer_address(frame: zmq.Frame) -> str:
+    """The peer's IP address; IPv4 peers of a dual-stack socket read as plain IPv4."""
     try:
-        return str(frame.get("Peer-Address"))
+        address = str(frame.get("Peer-Address"))
     except zmq.ZMQError:
         return "unknown"
+    try:
+        mapped = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped is not None:
+        return str(mapped.ipv4_mapped)
+    return address
 
 
 async def run_broker(
