@@ -340,7 +340,12 @@ def throttle_hint(figures: Figures, spawned: bool) -> str | None:
     default=0,
     help="Open one delivery in N for latency [default: 1, or 8 with --saturate].",
 )
-@click.option("--login-storm", type=int, default=0, help="Extra clients logging in at once.")
+@click.option(
+    "--login-storm",
+    type=int,
+    default=0,
+    help="Extra clients that all log in at once, a sixth of the way into the run.",
+)
 @click.option("--logins-in-flight", type=int, default=0, help="Logins waiting at once.")
 @click.option("--no-register", is_flag=True, help="Never register missing accounts.")
 @click.option("--pub-hwm", type=int, default=None, help="Spawned broker's --pub-hwm.")

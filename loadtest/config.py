@@ -69,7 +69,8 @@ class LoadConfig:
     logins_in_flight: int = 0
     """Logins and registrations waiting on the broker at once (all workers); 0 picks."""
     login_storm: int = 0
-    """Extra clients that all log in at once, a third of the way into the run."""
+    """Extra clients that all log in at once, a sixth of the way into the run (their accounts
+    are registered, or logged in and out once, before the run)."""
     register: bool = True
     """Register the load accounts that do not exist yet."""
     join_timeout_s: float = 0.0

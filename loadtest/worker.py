@@ -221,6 +221,7 @@ class Worker:
         self.history_queue: deque[tuple[Member, int, int]] = deque()
         self.history_in_flight = 0
         self.stopping = False
+        self.storm_started = False
         self.sending = False
         self.schedule: Schedule | None = None
         self.final_seqs: dict[str, int] | None = None
@@ -336,21 +337,25 @@ class Worker:
             return
         self.ping_interval_s = result.get("ping_interval_ms", PING_INTERVAL_MS) / 1000
         member.sub.connect(f"tcp://{self.host}:{result['pub_port']}")
-        if member.room is None:
-            member.phase = Phase.STORM_WAIT
-        else:
-            self.login_queue.append(member)
+        self.login_queue.append(member)
 
     def _on_login(self, member: Member, result: dict[str, Any], code: str) -> None:
         self.logins_waiting -= 1
         if not code:
-            self.tally.logged_in += 1
             if member.room is None:
+                if not self.storm_started:
+                    # Before the run: the account exists now; log out and wait for the storm.
+                    self._request(member, "logout", lambda rid: encode_request(rid, Logout()))
+                    member.phase = Phase.STORM_WAIT
+                    member.login_started = 0.0
+                    return
+                self.tally.logged_in += 1
                 record_us(
                     self.tally.storm_latency, int((time.monotonic() - member.login_started) * 1e6)
                 )
                 member.phase = Phase.READY
                 return
+            self.tally.logged_in += 1
             member.phase = Phase.JOIN
             member.sub.setsockopt(zmq.SUBSCRIBE, member.topic)
             join = Join(room=member.room)
@@ -427,7 +432,8 @@ class Worker:
             return
 
     def _on_logout(self, member: Member, result: dict[str, Any], code: str) -> None:
-        member.phase = Phase.LOGGED_OUT
+        if member.phase != Phase.STORM_WAIT:
+            member.phase = Phase.LOGGED_OUT
 
     _REPLY_HANDLERS: ClassVar[dict[str, Callable[[Worker, Member, dict[str, Any], str], None]]] = {
         "hello": _on_hello,
@@ -633,7 +639,7 @@ class Worker:
         self.snap_start = self.tally.snapshot()
         ready = [m for m in self.chatters if m.phase == Phase.READY]
         self.sending = bool(ready) and not self.config.idle
-        storm_at = schedule.start + (schedule.end - schedule.start) / 3
+        storm_at = schedule.start + (schedule.end - schedule.start) / 6
         storm_pending = bool(self.storm)
         if self.sending and self.config.saturate:
             for member in ready:
@@ -648,6 +654,7 @@ class Worker:
                 break
             if storm_pending and now >= storm_at:
                 storm_pending = False
+                self.storm_started = True
                 for member in self.storm:
                     if member.phase == Phase.STORM_WAIT:
                         self._start_login(member)
