@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
 
 from tests.client.raw import RawPeer, spy
-from tests.processes import RunningBroker, start_broker
+from tests.processes import RunningBroker
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import HistoryEvent, RoomInfo
 from zchat.protocol import (
@@ -24,7 +23,6 @@ from zchat.protocol import (
     RoomEvent,
     RoomEventKind,
     SealedEvent,
-    SessionEnded,
     parse_publication,
     room_topic,
 )
@@ -310,33 +308,3 @@ async def test_events_ends_when_the_client_closes(
     async with asyncio.timeout(WAIT):
         await consumer
     assert seen == []
-
-
-async def test_a_broker_restart_ends_the_session_and_a_new_login_works(
-    tmp_path: Path, context: zmq.asyncio.Context
-) -> None:
-    data = tmp_path / "broker-data"
-    first = start_broker(data, "--lease", "1")
-    alice = await account(context, first, "alice")
-    try:
-        await alice.join("room1")
-        assert first.stop() == 0
-        second = start_broker(data, "--lease", "1", port=first.port, pub_port=first.pub_port)
-        try:
-            ended = await next_matching(alice, lambda event: isinstance(event, SessionEnded))
-            assert isinstance(ended, SessionEnded)
-            assert alice.user is None and alice.joined_rooms == []
-
-            await alice.login("alice", "password-alice")  # the account survived the restart
-            await alice.join("room1")
-            bob = await account(context, second, "bob")
-            try:
-                await bob.join("room1")
-                await bob.send("room1", "welcome back")
-                await next_matching(alice, room_event(RoomEventKind.MESSAGE, "bob", "welcome back"))
-            finally:
-                await bob.aclose()
-        finally:
-            assert second.stop() == 0
-    finally:
-        await alice.aclose()
