@@ -19,12 +19,12 @@ from typing import Any
 import click
 
 from zchat.protocol import ZchatError
-from zchat.protocol.limits import DEFAULT_ROOM, KEY_PORT_OFFSET
+from zchat.protocol.limits import DEFAULT_ROOM, KEY_PORT_OFFSET, MAX_HISTORY_PAGE
 
 from .interactive import InteractiveOptions, confirm, run_interactive
 from .render import safe
 from .script import ScriptOptions, run_script
-from .session import CONNECT_TIMEOUT
+from .session import CONNECT_TIMEOUT, DEFAULT_HISTORY
 from .trust import (
     BrokerKeyChanged,
     TrustOptions,
@@ -122,6 +122,14 @@ def wants_colour() -> bool:
     help=f"Join this room (created if new) at once. Script mode default: {DEFAULT_ROOM}.",
 )
 @click.option(
+    "--history",
+    "history",
+    default=DEFAULT_HISTORY,
+    show_default=True,
+    type=click.IntRange(0, MAX_HISTORY_PAGE),
+    help="Events of a room's recent history shown on joining it (and per /history).",
+)
+@click.option(
     "--password-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read the password from this file's first line (else ${PASSWORD_ENV}).",
@@ -170,6 +178,7 @@ def main(
     port: int,
     register: bool,
     room: str | None,
+    history: int,
     password_file: Path | None,
     connect_timeout: float,
     server_key: str | None,
@@ -184,8 +193,13 @@ def main(
     rooms and lets you chat (type /help in a room). Otherwise it runs as a
     script: it needs --user and a password (--password-file or $ZCHAT_PASSWORD),
     joins --room (default "default"), sends each stdin line as a message
-    (commands such as LIST or /join ROOM work too) and prints each event as one
-    line; end of input logs out.
+    (commands such as LIST, /join ROOM, /history or /msg USER TEXT work too) and
+    prints each event as one line, scrollback marked "(history)" and direct
+    messages "(direct)"; end of input logs out.
+
+    If the connection to the broker breaks, the client says so, reconnects and
+    resumes the session on its own (no password needed), then shows what was
+    missed, so nothing is lost or shown twice.
 
     The broker is known by its key, remembered per host:port like SSH's
     known_hosts. On first contact the client fetches the key and shows its
@@ -206,14 +220,14 @@ def main(
         connect_trusted, host, port, trust, connect_timeout=connect_timeout, tell=tell
     )
     if sys.stdin.isatty():
-        options = InteractiveOptions(user, password, register, room, wants_colour())
+        options = InteractiveOptions(user, password, register, room, wants_colour(), history)
         code = _run(run_interactive(options, partial(connect, ask=confirm)))
     else:
         if user is None:
             raise click.UsageError("script mode needs --user")
         if password is None:
             raise click.UsageError(f"script mode needs --password-file or ${PASSWORD_ENV}")
-        script = ScriptOptions(user, password, register, room or DEFAULT_ROOM)
+        script = ScriptOptions(user, password, register, room or DEFAULT_ROOM, history)
         code = _run(run_script(script, partial(connect, ask=None)))
     sys.exit(code)
 

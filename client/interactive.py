@@ -21,18 +21,22 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from zchat.protocol import SessionEnded, ZchatError
 
-from .commands import HELP_LINE, Action, Command, Say, Unknown, parse_line
+from .commands import HELP_LINE, Action, Command, Say, Unknown, Whisper, parse_line
 from .errors import ClientClosed
+from .events import DirectReceived
 from .render import (
     ERROR_STYLE,
     Fragments,
     describe,
+    direct_fragments,
     event_fragments,
     members_line,
+    page_lines,
     room_lines,
     safe,
+    unread_line,
 )
-from .session import ChatClient
+from .session import DEFAULT_HISTORY, ChatClient
 
 T = TypeVar("T")
 
@@ -44,6 +48,8 @@ class InteractiveOptions:
     register: bool
     room: str | None
     colour: bool
+    history: int = DEFAULT_HISTORY
+    """Events of scrollback shown on joining a room, and per ``/history``."""
 
 
 class SessionOver(Exception):
@@ -156,7 +162,7 @@ class Interactive:
 
     async def print_events(self) -> None:
         async for event in self.client.events():
-            self.screen.show(event_fragments(event))
+            self.screen.show(event_fragments(event, me=self.client.user))
             if isinstance(event, SessionEnded):
                 self.session_over.set()
 
@@ -216,7 +222,23 @@ class Interactive:
                 user = password = None
                 continue
             self.screen.say(f"Logged in as {safe(name, one_line=True)}.")
+            await self.show_unread()
             return name
+
+    async def show_unread(self) -> None:
+        """Say how many direct messages waited, and show them."""
+        if not self.client.unread:
+            return
+        self.screen.say(unread_line(self.client.unread))
+        try:
+            messages = await self.client.inbox()
+        except ClientClosed:
+            raise
+        except ZchatError as exc:
+            self.screen.error(describe(exc))
+            return
+        for message in messages:
+            self.screen.show(direct_fragments(message, me=self.client.user))
 
     # --- rooms --------------------------------------------------------------------------------
 
@@ -228,7 +250,7 @@ class Interactive:
             if room is None:
                 room = await self.choose_room()
             try:
-                joined = await self.client.join(room)
+                joined = await self.client.join(room, self.options.history)
             except ClientClosed:
                 raise
             except ZchatError as exc:
@@ -257,6 +279,8 @@ class Interactive:
             try:
                 if isinstance(parsed, Say):
                     await self.client.send(room, parsed.text)
+                elif isinstance(parsed, Whisper):
+                    await self.whisper(parsed)
                 elif isinstance(parsed, Unknown):
                     self.screen.error(parsed.problem)
                 elif isinstance(parsed, Command) and await self.command(room, parsed):
@@ -267,6 +291,22 @@ class Interactive:
                 if self.session_over.is_set():
                     raise SessionOver from exc
                 self.screen.error(describe(exc))
+
+    async def whisper(self, whisper: Whisper) -> None:
+        """Send a direct message and show it as sent (the broker echoes it only to one's
+        other sessions)."""
+        sent = await self.client.dm(whisper.user, whisper.text)
+        me = self.client.user or ""
+        echo = DirectReceived(sent.id, me, sent.user, sent.ts_ms, whisper.text)
+        self.screen.show(direct_fragments(echo, me=me))
+
+    async def page_back(self, room: str, argument: str) -> None:
+        """``/history [N]``: the N events before the earliest shown."""
+        page = await self.client.earlier(room, int(argument) if argument else self.options.history)
+        for event in page.events:
+            self.screen.show(event_fragments(event))
+        for line in page_lines(page):
+            self.screen.say(line)
 
     async def command(self, room: str, command: Command) -> bool:
         """Carry out a command; True when it leaves the room (or the app)."""
@@ -279,6 +319,8 @@ class Interactive:
                 self.screen.say(line)
         elif action is Action.HELP:
             self.screen.say(HELP_LINE)
+        elif action is Action.HISTORY:
+            await self.page_back(room, command.argument)
         elif action in (Action.LEAVE, Action.JOIN):
             await self.client.leave(room)
             self.screen.say(f"You left room [{shown}].")

@@ -18,10 +18,20 @@ import click
 
 from zchat.protocol import SessionEnded, ZchatError
 
-from .commands import HELP_LINE, Action, Command, Say, Unknown, parse_line
+from .commands import HELP_LINE, Action, Command, Say, Unknown, Whisper, parse_line
 from .errors import ClientClosed
-from .render import describe, event_fragments, members_line, plain, room_lines
-from .session import ChatClient
+from .events import DirectReceived
+from .render import (
+    describe,
+    direct_fragments,
+    event_fragments,
+    members_line,
+    page_lines,
+    plain,
+    room_lines,
+    unread_line,
+)
+from .session import DEFAULT_HISTORY, ChatClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +40,7 @@ class ScriptOptions:
     password: str
     register: bool
     room: str
+    history: int = DEFAULT_HISTORY
 
 
 def read_lines(fd: int, deliver: Callable[[str | None], None]) -> threading.Thread:
@@ -70,7 +81,11 @@ async def run_script(options: ScriptOptions, connect: Callable[[], Awaitable[Cha
         if options.register:
             say(f"Registered {await client.register(options.user, options.password)}.")
         say(f"Logged in as {await client.login(options.user, options.password)}.")
-        return await ScriptSession(client).run(options.room)
+        if client.unread:
+            say(unread_line(client.unread))
+            for message in await client.inbox():
+                say(plain(direct_fragments(message, one_line=True, me=client.user)))
+        return await ScriptSession(client, options.history).run(options.room)
     finally:
         if client.user is not None:  # failed half-way: do not leave the session to the lease
             with contextlib.suppress(ZchatError):
@@ -81,8 +96,9 @@ async def run_script(options: ScriptOptions, connect: Callable[[], Awaitable[Cha
 class ScriptSession:
     """One logged-in script run: the current room, stdin, and the event printer."""
 
-    def __init__(self, client: ChatClient) -> None:
+    def __init__(self, client: ChatClient, history: int = DEFAULT_HISTORY) -> None:
         self.client = client
+        self.history = history
         self.room: str | None = None
         self.ended = asyncio.Event()
         self.lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -116,12 +132,12 @@ class ScriptSession:
 
     async def print_events(self) -> None:
         async for event in self.client.events():
-            say(plain(event_fragments(event, one_line=True)))
+            say(plain(event_fragments(event, one_line=True, me=self.client.user)))
             if isinstance(event, SessionEnded):
                 self.ended.set()
 
     async def join(self, room: str) -> None:
-        joined = await self.client.join(room)
+        joined = await self.client.join(room, self.history)
         self.room = joined.name
         say(f"Joined room [{joined.name}]")
 
@@ -134,6 +150,11 @@ class ScriptSession:
                     warn("error: not in a room; use /join ROOM")
                 else:
                     await self.client.send(self.room, parsed.text)
+            elif isinstance(parsed, Whisper):
+                sent = await self.client.dm(parsed.user, parsed.text)
+                me = self.client.user or ""
+                echo = DirectReceived(sent.id, me, sent.user, sent.ts_ms, parsed.text)
+                say(plain(direct_fragments(echo, one_line=True, me=me)))
             elif isinstance(parsed, Unknown):
                 warn(f"error: {parsed.problem}")
             elif isinstance(parsed, Command):
@@ -164,6 +185,13 @@ class ScriptSession:
             warn("error: not in a room; use /join ROOM")
         elif action is Action.LIST:
             say(members_line(self.room, await self.client.members(self.room)))
+        elif action is Action.HISTORY:
+            count = int(command.argument) if command.argument else self.history
+            page = await self.client.earlier(self.room, count)
+            for event in page.events:
+                say(plain(event_fragments(event, one_line=True)))
+            for line in page_lines(page):
+                say(line)
         elif action is Action.LEAVE:
             await self.client.leave(self.room)
             say(f"Left room [{self.room}]")

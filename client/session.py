@@ -476,7 +476,7 @@ class ChatClient:
         elif isinstance(event, Direct):
             self._feed.put(DirectReceived.of(event))
         elif isinstance(event, SessionEnded):
-            self._trouble(f"the broker ended the session ({event.reason})")
+            self._trouble(f"the broker ended the session: {event.reason}")
         else:
             log.debug("ignoring event %r", event)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zchat.client.commands import Action, Command, Say, Unknown, parse_line
+from zchat.client.commands import Action, Command, Say, Unknown, Whisper, parse_line
 
 
 @pytest.mark.parametrize(
@@ -21,9 +21,13 @@ from zchat.client.commands import Action, Command, Say, Unknown, parse_line
         ("/rooms", Command(Action.ROOMS)),
         ("/help", Command(Action.HELP)),
         ("/quit", Command(Action.QUIT)),
+        ("/history", Command(Action.HISTORY)),
+        ("/history 20", Command(Action.HISTORY, "20")),
+        ("/msg bob hi there", Whisper("bob", "hi there")),
+        ("/DM  bob   spaced  out ", Whisper("bob", "spaced  out")),
     ],
 )
-def test_commands_are_recognised(line: str, expected: Command) -> None:
+def test_commands_are_recognised(line: str, expected: Command | Whisper) -> None:
     assert parse_line(line) == expected
 
 
@@ -51,6 +55,13 @@ def test_blank_lines_do_nothing(line: str) -> None:
         ("/frobnicate", "unknown command /frobnicate"),
         ("/join", "usage: /join ROOM"),
         ("/list everyone", "/list takes no argument"),
+        ("/history -3", "usage: /history [N], N from 1 to 500"),
+        ("/history 0", "usage: /history [N]"),
+        ("/history 501", "usage: /history [N]"),
+        ("/history lots", "usage: /history [N]"),
+        ("/msg", "usage: /msg USER TEXT"),
+        ("/msg bob", "usage: /msg USER TEXT"),
+        ("/dm bob   ", "usage: /dm USER TEXT"),
     ],
 )
 def test_bad_commands_explain_themselves(line: str, problem: str) -> None:

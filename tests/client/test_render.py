@@ -9,16 +9,25 @@ from datetime import UTC, timedelta, timezone
 
 import pytest
 
-from zchat.client.events import Disconnected, RoomInfo
+from zchat.client.events import (
+    DirectReceived,
+    Disconnected,
+    HistoryEvent,
+    HistoryPage,
+    Reconnected,
+    RoomInfo,
+)
 from zchat.client.render import (
     PALETTE,
     clock,
     describe,
     event_fragments,
     members_line,
+    page_lines,
     plain,
     room_lines,
     safe,
+    unread_line,
     user_colour,
 )
 from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded
@@ -134,3 +143,35 @@ def test_members_line_counts_and_lists() -> None:
 )
 def test_errors_are_described_for_people(error: Exception, line: str) -> None:
     assert describe(error, "alice") == line  # type: ignore[arg-type]
+
+
+def test_history_lines_are_marked() -> None:
+    past = HistoryEvent.of(message("earlier"))
+    assert plain(event_fragments(past, tz=UTC)) == "[16:11:31] (history) alice: earlier"
+    joined = HistoryEvent.of(RoomEvent("room1", 3, RoomEventKind.JOINED, "bob", TS))
+    assert plain(event_fragments(joined, tz=UTC)) == "(history) bob joined room [room1]"
+
+
+def test_direct_messages_look_different_from_room_messages() -> None:
+    received = DirectReceived(4, "alice", "bob", TS, "psst\nhi")
+    assert plain(event_fragments(received, tz=UTC, me="bob")) == "[16:11:31] alice → you: psst\nhi"
+    assert (
+        plain(event_fragments(received, tz=UTC, me="bob", one_line=True))
+        == "[16:11:31] (direct) alice: psst\\nhi"
+    )
+    copy = DirectReceived(4, "alice", "bob", TS, "psst")
+    assert plain(event_fragments(copy, tz=UTC, me="Alice")) == "[16:11:31] you → bob: psst"
+    assert (
+        plain(event_fragments(copy, tz=UTC, me="alice", one_line=True))
+        == "[16:11:31] (direct to bob) alice: psst"
+    )
+
+
+def test_reconnecting_and_paging_notices() -> None:
+    assert plain(event_fragments(Reconnected(("room1",), 0))) == "Reconnected to the broker."
+    assert unread_line(1) == "You have 1 unread direct message."
+    assert unread_line(3) == "You have 3 unread direct messages."
+    start = HistoryPage("room1", (), at_start=True, pruned=False)
+    assert page_lines(start) == ["This is the start of [room1]."]
+    pruned = HistoryPage("room1", (), at_start=False, pruned=True)
+    assert page_lines(pruned) == ["Older history of [room1] is no longer kept."]

@@ -15,7 +15,10 @@ from tests.processes import RunningBroker, start_broker
 TIME = r"\[\d\d:\d\d:\d\d\]"
 ALICE_PASSWORD = "alice-secret-1"
 BOB_PASSWORD = "bob-secret-22"
-HELP = r"Commands: LIST, LEAVE, LOGOUT, /join ROOM, /rooms, /help, /quit"
+HELP = (
+    r"Commands: LIST, LEAVE, LOGOUT, /join ROOM, /rooms, /history \[N\], /msg USER TEXT, "
+    r"/help, /quit"
+)
 
 
 @pytest.fixture
@@ -200,7 +203,7 @@ def test_sender_names_are_coloured_unless_no_color(
     assert client.wait_exit() == 0
 
 
-def test_an_expired_session_is_announced_and_login_offered_again(
+def test_an_expired_session_is_resumed_without_the_password(
     tmp_path: Path, terminals: list[Terminal]
 ) -> None:
     broker = start_broker(tmp_path / "broker-data", "--lease", "1")
@@ -215,18 +218,13 @@ def test_an_expired_session_is_announced_and_login_offered_again(
             broker.output.wait_for(r"alice timed out")
         finally:
             client.child.kill(signal.SIGCONT)
-        client.expect(r"The broker ended your session \(expired\)\. Log in again\.")
-        client.expect("Press 1 to register")
-        client.expect("choice:")
-        client.sendline("2")
-        client.expect("Username:")
-        client.sendline("alice")
-        client.expect("Password:")
-        client.sendline(ALICE_PASSWORD)
-        client.expect("Logged in as alice.")
-        client.expect(r"\* room1 <0>")
-        client.expect("Create New:")
-        client.child.sendeof()
+        client.expect(r"Connection to the broker lost \(.*expired\); reconnecting…")
+        client.expect(r"Reconnected to the broker\.")
+        broker.output.wait_for(r"alice resumed a session")
+        client.sendline("still here")
+        client.expect(rf"{TIME} alice: still here")
+        client.sendline("/quit")
         assert client.wait_exit() == 0
+        assert "Password:" not in client.screen
     finally:
         assert broker.stop() == 0

@@ -172,7 +172,7 @@ def test_an_absent_broker_is_one_clear_line(tmp_path: Path) -> None:
     )
 
 
-def test_a_stopped_client_is_told_its_session_ended(tmp_path: Path, bots: list[Bot]) -> None:
+def test_a_stopped_client_resumes_its_expired_session(tmp_path: Path, bots: list[Bot]) -> None:
     broker = start_broker(tmp_path / "broker-data", "--lease", "1")
     try:
         dave = run_bot(bots, broker, "--user", "dave", "--register")
@@ -182,8 +182,11 @@ def test_a_stopped_client_is_told_its_session_ended(tmp_path: Path, bots: list[B
             broker.output.wait_for(r"dave timed out")
         finally:
             dave.process.send_signal(signal.SIGCONT)
-        dave.output.wait_for(r"The broker ended your session \(expired\)")
-        assert dave.process.wait(15) == 1
+        dave.output.wait_for(r"^Connection to the broker lost \(.*expired\); reconnecting…$")
+        dave.output.wait_for(r"^Reconnected to the broker\.$")
+        dave.say("back again")
+        dave.output.wait_for(r"^\[\d\d:\d\d:\d\d\] dave: back again$")
+        assert dave.end_input() == 0
     finally:
         assert broker.stop() == 0
 
