@@ -1,7 +1,8 @@
 """What a `ChatClient` returns and yields, besides the protocol's own types.
 
 Room traffic arrives as `zchat.protocol.RoomEvent`, in seq order and each event
-once; the scrollback shown on joining is the subclass `HistoryEvent`. Direct
+once; the scrollback shown on joining is the subclass `HistoryEvent`, after the
+`JoinedRoom` that starts it. Direct
 messages arrive as `DirectReceived`. The broker ending a session arrives as
 `zchat.protocol.SessionEnded`; `Disconnected` and `Reconnected` bracket an
 outage the client is repairing on its own.
@@ -36,7 +37,11 @@ class RoomInfo:
 
 @dataclass(frozen=True, slots=True)
 class JoinedRoom:
-    """The broker's answer to ``join``: the room as it is right after joining."""
+    """The broker's answer to ``join``: the room as it is right after joining.
+
+    `ChatClient.join` returns it, and `ChatClient.events` yields it before the
+    room's history, so a UI can say "joined" in the right place.
+    """
 
     name: str
     created: bool
@@ -102,5 +107,5 @@ class Reconnected:
     unread: int
 
 
-ClientEvent = RoomEvent | DirectReceived | SessionEnded | Disconnected | Reconnected
+ClientEvent = JoinedRoom | RoomEvent | DirectReceived | SessionEnded | Disconnected | Reconnected
 """Everything `ChatClient.events` yields."""

@@ -23,7 +23,7 @@ from zchat.protocol import SessionEnded, ZchatError
 
 from .commands import HELP_LINE, Action, Command, Say, Unknown, Whisper, parse_line
 from .errors import ClientClosed
-from .events import DirectReceived
+from .events import DirectReceived, JoinedRoom
 from .render import (
     ERROR_STYLE,
     Fragments,
@@ -162,6 +162,9 @@ class Interactive:
 
     async def print_events(self) -> None:
         async for event in self.client.events():
+            if isinstance(event, JoinedRoom):
+                self.screen.say(f"Joined room [{safe(event.name, one_line=True)}]. {HELP_LINE}")
+                continue
             self.screen.show(event_fragments(event, me=self.client.user))
             if isinstance(event, SessionEnded):
                 self.session_over.set()
@@ -257,7 +260,6 @@ class Interactive:
                 self.screen.error(describe(exc))
                 room = None
                 continue
-            self.screen.say(f"Joined room [{safe(joined.name, one_line=True)}]. {HELP_LINE}")
             outcome = await self.chat(joined.name)
             if outcome.action in (Action.LOGOUT, Action.QUIT):
                 return outcome.action

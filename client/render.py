@@ -27,6 +27,7 @@ from .events import (
     Disconnected,
     HistoryEvent,
     HistoryPage,
+    JoinedRoom,
     Reconnected,
     RoomInfo,
 )
@@ -110,6 +111,8 @@ def event_fragments(
         return [(ERROR_STYLE, f"Connection to the broker lost ({reason}); reconnecting…")]
     if isinstance(event, Reconnected):
         return [(NOTICE_STYLE, "Reconnected to the broker.")]
+    if isinstance(event, JoinedRoom):
+        return [("", f"Joined room [{safe(event.name, one_line=True)}]")]
     raise TypeError(f"not a client event: {event!r}")
 
 

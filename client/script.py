@@ -139,7 +139,6 @@ class ScriptSession:
     async def join(self, room: str) -> None:
         joined = await self.client.join(room, self.history)
         self.room = joined.name
-        say(f"Joined room [{joined.name}]")
 
     async def handle(self, line: str) -> bool:
         """Carry out one line; False when the script should stop."""

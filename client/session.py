@@ -311,9 +311,10 @@ class ChatClient:
     async def join(self, room: str, history: int = DEFAULT_HISTORY) -> JoinedRoom:
         """Join (or create) a room; its events then arrive through `events`.
 
-        The last ``history`` events come first, as `HistoryEvent`s, then live
-        traffic, each event once and in order. The SUB socket subscribes before
-        the request goes out and buffers what arrives (the zguide's Clone join).
+        `events` yields the `JoinedRoom` first, then the last ``history`` events
+        as `HistoryEvent`s, then live traffic, each event once and in order. The
+        SUB socket subscribes before the request goes out and buffers what arrives
+        (the zguide's Clone join).
         """
         request = Join(room, history)  # validates before anything is subscribed
         guess = room_topic(room)
@@ -344,6 +345,7 @@ class ChatClient:
             room = _Room(joined.room.name, joined.topic, Sequencer(joined.room.name))
             self._rooms[name_key(room.name)] = room
             self._by_topic[room.topic] = room
+            self._feed.put(joined.room)  # the room's first event here: its history follows
         released = (
             stream.replace_keys(joined.kid, joined.key)
             if fresh_keys

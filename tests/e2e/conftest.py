@@ -1,15 +1,32 @@
-"""End-to-end tests never read or write the real known-brokers file."""
+"""Fixtures of the end-to-end tests: clients in terminals and scripts, killed if left running."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
+from tests.e2e.terminal import Terminal
+from tests.e2e.test_script import Bot
 
-@pytest.fixture(autouse=True)
-def own_config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh ``XDG_CONFIG_HOME`` for the clients a test starts (they inherit the environment)."""
-    home = tmp_path / "config"
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
-    return home
+
+@pytest.fixture
+def terminals() -> Iterator[list[Terminal]]:
+    """Clients opened by a test; killed if the test ends with them still running."""
+    opened: list[Terminal] = []
+    yield opened
+    for terminal in opened:
+        terminal.close()
+
+
+@pytest.fixture
+def bots() -> Iterator[list[Bot]]:
+    started: list[Bot] = []
+    yield started
+    for bot in started:
+        if bot.process.poll() is None:
+            bot.process.kill()
+        bot.process.wait()
+        for stream in (bot.process.stdin, bot.process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,6 @@ HELP = (
     r"Commands: LIST, LEAVE, LOGOUT, /join ROOM, /rooms, /history \[N\], /msg USER TEXT, "
     r"/help, /quit"
 )
-
-
-@pytest.fixture
-def terminals() -> Iterator[list[Terminal]]:
-    """Clients opened by a test; killed if the test ends with them still running."""
-    opened: list[Terminal] = []
-    yield opened
-    for terminal in opened:
-        terminal.close()
 
 
 def open_client(

@@ -7,11 +7,8 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from tests.processes import OutputWatcher, RunningBroker, script, start_broker
 
@@ -35,19 +32,6 @@ class Bot:
         assert self.process.stdin is not None
         self.process.stdin.close()
         return self.process.wait(15)
-
-
-@pytest.fixture
-def bots() -> Iterator[list[Bot]]:
-    started: list[Bot] = []
-    yield started
-    for bot in started:
-        if bot.process.poll() is None:
-            bot.process.kill()
-        bot.process.wait()
-        for stream in (bot.process.stdin, bot.process.stdout):
-            if stream is not None and not stream.closed:
-                stream.close()
 
 
 def run_bot(
