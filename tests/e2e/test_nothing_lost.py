@@ -4,6 +4,7 @@ messages and the unread count, and a broker killed in the middle of a conversati
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 from pathlib import Path
 
@@ -201,6 +202,36 @@ def test_scripts_talking_through_a_broker_kill_lose_and_repeat_nothing(
             assert output.count("Connection to the broker lost") == 1
             assert output.count("Reconnected to the broker.") == 1
             assert PASSWORD not in output
+    finally:
+        if second is not None:
+            assert second.stop() == 0
+
+
+def test_a_session_the_broker_forgot_asks_for_the_password_again(
+    tmp_path: Path, terminals: list[Terminal], bots: list[Bot]
+) -> None:
+    """A broker restarted on another database (same key) refuses the resume token."""
+    data = tmp_path / "broker-data"
+    first = start_broker(data)
+    second: RunningBroker | None = None
+    try:
+        alice = chat_as(terminals, first, "alice", "--room", "room1")
+        alice.expect(r"Joined room \[room1\]")
+        dave = run_bot(bots, first, "--user", "dave", "--register")
+        dave.output.wait_for(r"^Joined room \[default\]$")
+        first.stop(signal.SIGKILL)
+        alice.expect(r"Connection to the broker lost")
+        fresh = tmp_path / "fresh-data"
+        fresh.mkdir(mode=0o700)
+        for key_file in ("broker.key", "broker.key_secret"):
+            shutil.copy2(data / key_file, fresh / key_file)
+        second = start_broker(fresh, port=first.port, pub_port=first.pub_port)
+        alice.expect(r"The broker ended your session \(.*log in.*\)\. Log in again\.", 30)
+        alice.expect("Press 1 to register")
+        dave.output.wait_for(r"The broker ended your session \(.*\)\. Log in again\.", 30)
+        assert dave.process.wait(15) == 1
+        alice.child.sendeof()
+        assert alice.wait_exit() == 0
     finally:
         if second is not None:
             assert second.stop() == 0
