@@ -228,6 +228,7 @@ def test_a_session_the_broker_forgot_asks_for_the_password_again(
         second = start_broker(fresh, port=first.port, pub_port=first.pub_port)
         alice.expect(r"The broker ended your session \(.*log in.*\)\. Log in again\.", 30)
         alice.expect("Press 1 to register")
+        alice.expect("choice:")
         dave.output.wait_for(r"The broker ended your session \(.*\)\. Log in again\.", 30)
         assert dave.process.wait(15) == 1
         alice.child.sendeof()
