@@ -53,6 +53,7 @@ from zchat.protocol.errors import (
 )
 from zchat.protocol.limits import (
     DEFAULT_ROOM,
+    MAX_FRAME_BYTES,
     MAX_HISTORY_PAGE,
     MAX_NAME_CHARS,
     MAX_TEXT_BYTES,
@@ -66,6 +67,11 @@ from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
 from .storage import DuplicateMessage, StoredDirect, StoredEvent
 from .throttle import TokenBucket
+
+REPLY_EVENTS_BYTES = MAX_FRAME_BYTES - 4096
+"""Room events one reply may carry, in bytes: the frame limit less room for the rest."""
+ROW_OVERHEAD_BYTES = 32
+"""A generous bound on msgpack's framing of one ``[seq, kind, user, ts_ms, text]`` row."""
 
 RESUME_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000
 """A resume token unused for this long stops working."""
@@ -225,8 +231,11 @@ def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
     room, created = find_or_create_room(ctx.state, request.room)
     join_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
     snapshot = (
-        ctx.state.storage.events(
-            room.name, max(1, room.seq - request.history + 1), room.seq, request.history
+        fitting(
+            ctx.state.storage.events(
+                room.name, max(1, room.seq - request.history + 1), room.seq, request.history
+            ),
+            newest=True,
         )
         if request.history and room.seq
         else []
@@ -246,6 +255,18 @@ def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
 def event_row(event: StoredEvent) -> list[object]:
     """A stored event as the wire's ``[seq, kind, user, ts_ms, text]``."""
     return [event.seq, event.kind, event.user, event.ts_ms, event.text]
+
+
+def fitting(events: list[StoredEvent], *, newest: bool = False) -> list[StoredEvent]:
+    """The oldest (or ``newest``) events whose rows fit in one reply frame, in seq order."""
+    kept: list[StoredEvent] = []
+    budget = REPLY_EVENTS_BYTES
+    for event in reversed(events) if newest else events:
+        budget -= ROW_OVERHEAD_BYTES + len(event.user.encode()) + len(event.text.encode())
+        if budget < 0:
+            break
+        kept.append(event)
+    return kept[::-1] if newest else kept
 
 
 def handle_leave(ctx: Context, request: Leave) -> dict[str, Any]:
@@ -291,8 +312,13 @@ def handle_history(ctx: Context, request: History) -> dict[str, Any]:
     """history {room, from_seq, to_seq} -> {room, events, more, last_seq}"""
     room = ctx.joined_room(request.room)
     to_seq = min(request.to_seq, room.seq)
-    events = ctx.state.storage.events(room.name, request.from_seq, to_seq, MAX_HISTORY_PAGE)
-    more = len(events) == MAX_HISTORY_PAGE and events[-1].seq < to_seq
+    stored = ctx.state.storage.events(room.name, request.from_seq, to_seq, MAX_HISTORY_PAGE)
+    events = fitting(stored)
+    more = (
+        bool(events)
+        and events[-1].seq < to_seq
+        and (len(events) < len(stored) or len(stored) == MAX_HISTORY_PAGE)
+    )
     return {
         "room": room.name,
         "events": [event_row(event) for event in events],

@@ -407,17 +407,24 @@ class ChatClient:
         fetch = joined.sequencer.page_start(count)
         if fetch is None:
             return HistoryPage(name, (), at_start=True, pruned=False)
-        while True:
+        found: list[RoomEvent] = []
+        start = fetch.from_seq
+        while True:  # a page ends early (more) when its events would not fit in one frame
             try:
-                result = await self.history(name, fetch.from_seq, fetch.to_seq)
-                break
-            except FrameTooLarge:
-                if fetch.from_seq == fetch.to_seq:
+                result = await self.history(name, start, fetch.to_seq)
+            except FrameTooLarge:  # a broker that does not end pages early: ask for fewer
+                if found or fetch.from_seq == fetch.to_seq:
                     raise
                 fetch = Fetch(
                     fetch.from_seq + (fetch.to_seq - fetch.from_seq + 1) // 2, fetch.to_seq
                 )
-        events = tuple(joined.sequencer.paged_back(fetch, result.events))
+                start = fetch.from_seq
+                continue
+            found.extend(result.events)
+            if not (result.more and result.events):
+                break
+            start = result.events[-1].seq + 1
+        events = tuple(joined.sequencer.paged_back(fetch, found))
         pruned = not events or events[0].seq > fetch.from_seq
         if pruned:
             joined.sequencer.earliest = 1  # nothing older is left to page to

@@ -20,7 +20,8 @@ from zchat.protocol import (
     Send,
     parse_publication,
 )
-from zchat.protocol.limits import MAX_HISTORY_PAGE
+from zchat.protocol.codec import encode_result
+from zchat.protocol.limits import MAX_FRAME_BYTES, MAX_HISTORY_PAGE
 from zchat.protocol.sealing import Announcement
 
 
@@ -171,3 +172,22 @@ def test_rooms_with_traffic_are_announced_for_a_while_then_not(core: CoreHarness
     assert parse_publication(busy.body) == Announcement(2)  # type: ignore[union-attr]
     assert len(announce_rooms(core.state, core.now_ms + 1_200)) == 1, "the last one"
     assert announce_rooms(core.state, core.now_ms + 1_400) == []
+
+
+def test_history_pages_and_snapshots_fit_in_one_frame(core: CoreHarness) -> None:
+    alice, bob = core.login("alice"), core.login("bob")
+    core.ok(alice, Join(room="room1"))
+    core.state.sessions[alice.routing_id].send_bucket.tokens = 1_000
+    for n in range(40):
+        core.ok(alice, Send(room="room1", text=f"{n} " + "x" * 4000))
+    page = core.ok(alice, History(room="room1", from_seq=1, to_seq=100))
+    assert page["more"] is True and 10 < len(page["events"]) < 41
+    assert [row[0] for row in page["events"]] == list(range(1, len(page["events"]) + 1))
+    assert len(encode_result(1, page)) <= MAX_FRAME_BYTES
+    rest = core.ok(alice, History(room="room1", from_seq=len(page["events"]) + 1, to_seq=100))
+    assert rest["events"][0][0] == len(page["events"]) + 1
+
+    joined = core.ok(bob, Join(room="room1", history=50))
+    assert len(encode_result(2, joined)) <= MAX_FRAME_BYTES
+    seqs = [row[0] for row in joined["events"]]
+    assert seqs[-1] == joined["seq"] and seqs == list(range(seqs[0], seqs[-1] + 1)), "newest"
