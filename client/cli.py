@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from zchat.protocol import ZchatError
+from zchat.protocol.fingerprint import is_z85_key
 from zchat.protocol.limits import DEFAULT_ROOM, KEY_PORT_OFFSET, MAX_HISTORY_PAGE
 
 from .interactive import InteractiveOptions, confirm, run_interactive
@@ -30,7 +31,6 @@ from .trust import (
     TrustOptions,
     connect_trusted,
     default_known_brokers,
-    is_z85_key,
 )
 
 PASSWORD_ENV = "ZCHAT_PASSWORD"  # noqa: S105 -- the name of a variable, not a password

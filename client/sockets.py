@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import zmq
 import zmq.asyncio
 
+from zchat.protocol.fingerprint import is_z85_key
+
 HEARTBEAT_IVL_MS = 2_000
 HEARTBEAT_TIMEOUT_MS = 6_000
 HEARTBEAT_TTL_MS = 6_000
@@ -25,7 +27,7 @@ class CurveKeys:
     @classmethod
     def for_broker(cls, server_key: str) -> CurveKeys:
         """A fresh client key pair for talking to the broker with ``server_key`` (Z85)."""
-        if len(server_key) != 40:
+        if not is_z85_key(server_key):
             raise ValueError("a broker key is 40 characters of Z85")
         public, secret = zmq.curve_keypair()
         return cls(server_key, public, secret)
@@ -37,6 +39,7 @@ def open_socket(
     """A socket with ZMTP heartbeats (dead TCP peers are noticed), a short linger, and
     CurveZMQ encryption when ``keys`` are given (the broker's sockets require it)."""
     socket = context.socket(socket_type)
+    socket.setsockopt(zmq.IPV6, 1)  # dual stack: a broker at an IPv6 address is reachable too
     if keys is not None:
         socket.setsockopt(zmq.CURVE_SERVERKEY, keys.server_key.encode("ascii"))
         socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)

@@ -52,7 +52,7 @@ import zmq
 import zmq.asyncio
 
 from zchat.protocol import Reply, ServerKey, ZchatError, decode_incoming, encode_request
-from zchat.protocol.fingerprint import key_fingerprint
+from zchat.protocol.fingerprint import is_z85_key, key_fingerprint
 
 from .errors import BrokerUnreachable, ClientError
 from .session import ChatClient, endpoint
@@ -120,29 +120,6 @@ class KnownBrokersError(TrustError):
 
 
 # --- keys and addresses -------------------------------------------------------------------
-
-Z85_ALPHABET = (
-    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
-)
-_Z85_VALUE = {char: value for value, char in enumerate(Z85_ALPHABET)}
-Z85_KEY_CHARS = 40
-
-
-def is_z85_key(text: str) -> bool:
-    """True for 40 Z85 characters that decode to a 32-byte Curve25519 key.
-
-    Each group of five characters is a base-85 number that must fit in four bytes.
-    """
-    if len(text) != Z85_KEY_CHARS or any(char not in _Z85_VALUE for char in text):
-        return False
-    for start in range(0, Z85_KEY_CHARS, 5):
-        value = 0
-        for char in text[start : start + 5]:
-            value = value * 85 + _Z85_VALUE[char]
-        if value >= 2**32:
-            return False
-    return True
-
 
 _HOST = re.compile(r"[^\s#\[\]/]+")
 """What may stand for a host in the file: no whitespace, comment mark, brackets or slash."""

@@ -101,3 +101,10 @@ async def test_the_wrong_broker_key_never_gets_an_answer(
         await ChatClient.connect(
             "127.0.0.1", hello_only, context, server_key=impostor_key, connect_timeout=0.5
         )
+
+
+async def test_a_broker_key_that_is_not_z85_is_refused_before_any_socket(
+    context: zmq.asyncio.Context,
+) -> None:
+    with pytest.raises(ValueError, match="Z85"):
+        await ChatClient.connect("127.0.0.1", free_port(), context, server_key="~" * 40)

@@ -34,7 +34,6 @@ from zchat.client.trust import (
     decide_trust,
     default_known_brokers,
     fetch_server_key,
-    is_z85_key,
     key_from_reply,
     loopback_address,
     parse_address,
@@ -45,7 +44,7 @@ from zchat.client.trust import (
 )
 from zchat.protocol import RoomKey, encode_error, encode_event, encode_result
 from zchat.protocol.errors import NotLoggedIn
-from zchat.protocol.fingerprint import key_fingerprint
+from zchat.protocol.fingerprint import is_z85_key, key_fingerprint
 
 KEY_A = zmq.curve_keypair()[0].decode("ascii")
 KEY_B = zmq.curve_keypair()[0].decode("ascii")
