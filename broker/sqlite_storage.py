@@ -142,30 +142,15 @@ class SqliteStorage:
 
     def append_event(self, event: StoredEvent) -> None:
         room_id = self._room_ids[name_key(event.room)]
-        try:
-            self._db.execute(
-                "INSERT INTO events (room_id, seq, kind, user, ts_ms, text, msg_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    room_id,
-                    event.seq,
-                    event.kind,
-                    event.user,
-                    event.ts_ms,
-                    event.text,
-                    event.msg_id or None,
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            row = self._db.execute(
-                "SELECT seq FROM events WHERE room_id = ? AND user = ? AND msg_id = ?",
-                (room_id, event.user, event.msg_id),
-            ).fetchone()
-            if event.msg_id and row:
-                raise DuplicateMessage(row[0]) from exc
-            raise StorageError(f"cannot store event: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot store event: {exc}") from exc
+        self._insert_once(
+            "INSERT INTO events (room_id, seq, kind, user, ts_ms, text, msg_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (room_id, event.seq, event.kind, event.user, event.ts_ms, event.text,
+             event.msg_id or None),
+            event.msg_id,
+            "SELECT seq FROM events WHERE room_id = ? AND user = ? AND msg_id = ?",
+            (room_id, event.user, event.msg_id),
+        )  # fmt: skip
 
     def events(self, room: str, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
         rows = self._db.execute(
@@ -188,31 +173,37 @@ class SqliteStorage:
         return cursor.rowcount
 
     def add_direct(self, message: StoredDirect) -> int:
-        try:
-            cursor = self._db.execute(
-                "INSERT INTO directs (sender, recipient_key, recipient, ts_ms, text, msg_id)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    message.sender,
-                    name_key(message.recipient),
-                    message.recipient,
-                    message.ts_ms,
-                    message.text,
-                    message.msg_id or None,
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            row = self._db.execute(
-                "SELECT id FROM directs WHERE sender = ? AND msg_id = ?",
-                (message.sender, message.msg_id),
-            ).fetchone()
-            if message.msg_id and row:
-                raise DuplicateMessage(row[0]) from exc
-            raise StorageError(f"cannot store direct message: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot store direct message: {exc}") from exc
+        cursor = self._insert_once(
+            "INSERT INTO directs (sender, recipient_key, recipient, ts_ms, text, msg_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (message.sender, name_key(message.recipient), message.recipient, message.ts_ms,
+             message.text, message.msg_id or None),
+            message.msg_id,
+            "SELECT id FROM directs WHERE sender = ? AND msg_id = ?",
+            (message.sender, message.msg_id),
+        )  # fmt: skip
         assert cursor.lastrowid is not None
         return cursor.lastrowid
+
+    def _insert_once(
+        self,
+        insert: str,
+        row: tuple[object, ...],
+        msg_id: str,
+        find_earlier: str,
+        key: tuple[object, ...],
+    ) -> sqlite3.Cursor:
+        """Insert a message row; if its sender already stored ``msg_id`` (the unique index
+        refuses the row), raise `DuplicateMessage` with the earlier row's number."""
+        try:
+            return self._db.execute(insert, row)
+        except sqlite3.IntegrityError as exc:
+            earlier = self._db.execute(find_earlier, key).fetchone() if msg_id else None
+            if earlier:
+                raise DuplicateMessage(earlier[0]) from exc
+            raise StorageError(f"cannot store message: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot store message: {exc}") from exc
 
     def undelivered(self, recipient: str, limit: int) -> list[StoredDirect]:
         rows = self._db.execute(
