@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -33,6 +34,13 @@ class CurveKeys:
         return cls(server_key, public, secret)
 
 
+def make_curve_client(socket: zmq.Socket[Any], keys: CurveKeys) -> None:
+    """Make ``socket`` (plain or asyncio) a CurveZMQ client of the broker ``keys`` name."""
+    socket.setsockopt(zmq.CURVE_SERVERKEY, keys.server_key.encode("ascii"))
+    socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
+    socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+
+
 def open_socket(
     context: zmq.asyncio.Context, socket_type: int, keys: CurveKeys | None = None
 ) -> zmq.asyncio.Socket:
@@ -41,9 +49,7 @@ def open_socket(
     socket = context.socket(socket_type)
     socket.setsockopt(zmq.IPV6, 1)  # dual stack: a broker at an IPv6 address is reachable too
     if keys is not None:
-        socket.setsockopt(zmq.CURVE_SERVERKEY, keys.server_key.encode("ascii"))
-        socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
-        socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+        make_curve_client(socket, keys)
     socket.setsockopt(zmq.LINGER, LINGER_MS)
     socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)

@@ -8,6 +8,7 @@ from typing import Any
 import zmq
 
 from tests.processes import RunningBroker
+from zchat.client.sockets import CurveKeys, make_curve_client
 from zchat.protocol import Login, Register, Reply, Request, decode_incoming, encode_request
 from zchat.protocol.messages import Event
 
@@ -16,10 +17,7 @@ TIMEOUT_MS = 10_000
 
 def secure(socket: zmq.Socket[bytes], server_key: str) -> zmq.Socket[bytes]:
     """Make ``socket`` a CurveZMQ client of the broker, with a fresh key pair of its own."""
-    public, secret = zmq.curve_keypair()
-    socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
-    socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
-    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    make_curve_client(socket, CurveKeys.for_broker(server_key))
     return socket
 
 

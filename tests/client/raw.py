@@ -8,15 +8,13 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from zchat.client.sockets import CurveKeys, make_curve_client
 from zchat.protocol import Reply, Request, decode_incoming, encode_request
 
 
 def curve_client(socket: zmq.asyncio.Socket, server_key: str) -> zmq.asyncio.Socket:
     """Encrypt ``socket`` to the broker: every stranger can do this much, CURVE admits anyone."""
-    public, secret = zmq.curve_keypair()
-    socket.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
-    socket.setsockopt(zmq.CURVE_PUBLICKEY, public)
-    socket.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    make_curve_client(socket, CurveKeys.for_broker(server_key))
     return socket
 
 
