@@ -26,7 +26,7 @@ from pathlib import Path
 import zmq
 
 SEALING_OVERHEAD = 70
-"""What sealing adds to a text: msgpack framing, 12-byte nonce, 16-byte tag, seq, kid."""
+"""What sealing adds to a text: msgpack framing, 12-byte nonce, 16-byte tag, seq, count, kid."""
 
 
 def topic(room: int) -> bytes:

@@ -12,7 +12,7 @@ import logging
 from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement
 from zchat.protocol.validation import name_key
 
-from .outgoing import Outgoing, Publish, Unicast
+from .outgoing import Outgoing, Publish, RoomPost, Unicast
 from .state import BrokerState, Room, Session
 from .storage import StoredEvent
 
@@ -44,7 +44,7 @@ def publish_event(
     text: str = "",
     msg_id: str = "",
 ) -> int:
-    """Store the room's next event and publish it sealed; returns its sequence number.
+    """Store the room's next event and post it for publishing; returns its sequence number.
 
     Raises `DuplicateMessage` (storing and publishing nothing) if the user already
     stored a message with this ``msg_id`` in this room.
@@ -52,7 +52,7 @@ def publish_event(
     seq = room.seq + 1
     state.storage.append_event(StoredEvent(room.name, seq, kind.value, user, now_ms, text, msg_id))
     room.seq = seq
-    outbox.append(Publish(room.topic, room.cipher.seal(room.topic, seq, kind, user, now_ms, text)))
+    outbox.append(RoomPost(room.topic, room.cipher, seq, (kind, user, now_ms, text)))
     state.announcing[room.topic] = now_ms + ANNOUNCE_FOR_MS
     return seq
 

@@ -1,11 +1,11 @@
-"""What the core asks the shell to send: replies and events to one connection, publications."""
+"""What the core asks the shell to send: replies and events to one connection, room events."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from zchat.protocol import Event, ZchatError
+from zchat.protocol import Event, PlainEvent, RoomCipher, ZchatError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +33,22 @@ class Unicast:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomPost:
+    """A stored room event to publish, sealed with ``cipher`` (the room's key when it
+    happened); `seal_batches` turns a batch's posts into as few publications as it can."""
+
+    topic: bytes
+    cipher: RoomCipher
+    seq: int
+    event: PlainEvent
+
+
+@dataclass(frozen=True, slots=True)
 class Publish:
-    """A sealed room event, published once on the publisher socket."""
+    """A publication body (a sealed batch, or an announcement), sent once on the publisher."""
 
     topic: bytes
     body: bytes
 
 
-Outgoing = Unicast | Publish
+Outgoing = Unicast | RoomPost | Publish

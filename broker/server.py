@@ -3,6 +3,8 @@
 Requests are taken in batches: everything waiting on the ROUTER is dispatched,
 the storage commits once, and only then do replies and publications leave, so
 an acknowledged message is always on disk and commits are grouped under load.
+A batch's events in one room leave as one sealed publication (`seal_batches`),
+so the busier the broker, the less each delivery costs.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .keys import BrokerKeys, load_or_create_keys
 from .membership import announce_rooms
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
 from .passwords import PasswordHasher
+from .publishing import seal_batches
 from .sqlite_storage import SqliteStorage
 from .state import BrokerSettings, BrokerState, Connection
 
@@ -255,7 +258,7 @@ class BrokerShell:
         if not outbox:
             return
         self.state.storage.commit()
-        for item in outbox:
+        for item in seal_batches(outbox):
             if isinstance(item, Publish):
                 self._publisher.send_multipart((item.topic, item.body), copy=False)
             else:

@@ -17,14 +17,14 @@ from zchat.protocol import (
     CannotOpen,
     RoomCipher,
     RoomEvent,
-    SealedEvent,
+    SealedBatch,
     parse_publication,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_HELD = 256
-"""Publications held while waiting for a key; beyond this the oldest are dropped."""
+"""Publications (batches) held while waiting for a key; beyond this the oldest are dropped."""
 
 MAX_KEYS = 8
 """Old keys kept per room, for publications that arrive late."""
@@ -40,7 +40,7 @@ class RoomStream:
     def __init__(self, topic: bytes) -> None:
         self.topic = topic
         self._keys: dict[int, RoomCipher] = {}
-        self._held: deque[SealedEvent] = deque(maxlen=MAX_HELD)
+        self._held: deque[SealedBatch] = deque(maxlen=MAX_HELD)
         self._active = False
 
     @property
@@ -77,8 +77,8 @@ class RoomStream:
         return events
 
     def feed(self, body: bytes) -> list[RoomEvent | Announcement]:
-        """One publication body in: an announcement, or the events it lets out (0 or 1
-        unless it was held)."""
+        """One publication body in: an announcement, or the events it lets out (none
+        while it is held for a key)."""
         try:
             publication = parse_publication(body)
         except CannotOpen as exc:
@@ -88,7 +88,7 @@ class RoomStream:
             return [publication]
         return list(self._deliver(publication))
 
-    def _deliver(self, sealed: SealedEvent) -> list[RoomEvent]:
+    def _deliver(self, sealed: SealedBatch) -> list[RoomEvent]:
         newest = self.newest_kid
         if not self.active or newest is None or sealed.kid > newest:
             if len(self._held) == self._held.maxlen:
@@ -100,8 +100,7 @@ class RoomStream:
             log.debug("dropping seq %d on %r: no key %d", sealed.seq, self.topic, sealed.kid)
             return []
         try:
-            event = cipher.open(self.topic, sealed)
+            return cipher.open(self.topic, sealed)
         except CannotOpen as exc:
             log.debug("dropping seq %d on %r: %s", sealed.seq, self.topic, exc)
             return []
-        return [event]

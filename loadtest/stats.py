@@ -52,12 +52,15 @@ class Tally:
     sent: int = 0
     accepted: int = 0
     deliveries: int = 0
-    """Room events received on the members' SUB sockets with the next expected seq or later."""
+    """Room events received on the members' SUB sockets with the next expected seq or later
+    (a publication carries a batch of consecutive events; each new one counts)."""
     decrypted: int = 0
+    """Publications opened for the latency sample."""
     corrupt: int = 0
-    """Opened events whose box failed, or whose text was not what the sender wrote."""
+    """Opened publications whose box failed, or events whose text was not what the sender
+    wrote."""
     unopened: int = 0
-    """Sampled events for which no key was held."""
+    """Sampled publications for which no key was held."""
     duplicates: int = 0
     gaps: int = 0
     recovered: int = 0

@@ -45,7 +45,7 @@ from zchat.protocol import (
     RoomCipher,
     RoomEventKind,
     RoomKey,
-    SealedEvent,
+    SealedBatch,
     ZchatError,
     decode_incoming,
     encode_request,
@@ -129,7 +129,7 @@ class Member:
         self.received = 0
         self.recovered = 0
         self.gaps: list[tuple[int, int]] = []
-        self.early: list[SealedEvent] = []
+        self.early: list[SealedBatch] = []
         self.in_flight = 0
         self.max_acked = 0
         self.awaiting_echo: deque[int] = deque()
@@ -402,7 +402,7 @@ class Worker:
         self.tally.joined += 1
         early, member.early = member.early, []
         for sealed in early:
-            if sealed.seq > member.join_seq:
+            if sealed.last_seq > member.last_seq:
                 self._accept(member, sealed)
 
     def _on_history(self, member: Member, result: dict[str, Any], code: str) -> None:
@@ -465,32 +465,35 @@ class Worker:
             if len(body) <= ANNOUNCEMENT_MAX_BYTES:
                 continue  # a latest-seq announcement: the tail is checked at the end instead
             try:
-                sealed = SealedEvent.parse(body)
+                sealed = SealedBatch.parse(body)
             except CannotOpen:
                 self.tally.corrupt += 1
                 continue
             if member.join_seq is None:
                 member.early.append(sealed)
-            elif sealed.seq > member.last_seq:
+            elif sealed.last_seq > member.last_seq:
                 self._accept(member, sealed)
-            elif sealed.seq > member.join_seq:
+            elif sealed.last_seq > member.join_seq:
                 self.tally.duplicates += 1
 
-    def _accept(self, member: Member, sealed: SealedEvent) -> None:
-        seq = sealed.seq
-        if seq != member.last_seq + 1:
-            member.gaps.append((member.last_seq + 1, seq - 1))
+    def _accept(self, member: Member, sealed: SealedBatch) -> None:
+        """Count the batch's events after the member's last seq, and open a sample of them."""
+        if sealed.seq > member.last_seq + 1:
+            member.gaps.append((member.last_seq + 1, sealed.seq - 1))
             self.tally.gaps += 1
-        member.last_seq = seq
-        member.received += 1
-        self.tally.deliveries += 1
+        first = max(sealed.seq, member.last_seq + 1)
+        last = sealed.last_seq
+        new = last - first + 1
+        member.last_seq = last
+        member.received += new
+        self.tally.deliveries += new
         awaiting = member.awaiting_echo
-        if awaiting and awaiting[0] <= seq:
-            while awaiting and awaiting[0] <= seq:
+        if awaiting and awaiting[0] <= last:
+            while awaiting and awaiting[0] <= last:
                 awaiting.popleft()
                 if self.sending:
                     self._send_message(member)
-        member.decrypt_countdown -= 1
+        member.decrypt_countdown -= new
         if member.decrypt_countdown > 0:
             return
         member.decrypt_countdown = self._decrypt_every
@@ -499,18 +502,20 @@ class Worker:
             self.tally.unopened += 1
             return
         try:
-            event = cipher.open(member.topic, sealed)
+            events = cipher.open(member.topic, sealed)
         except CannotOpen:
             self.tally.corrupt += 1
             return
         self.tally.decrypted += 1
-        if event.kind is not RoomEventKind.MESSAGE:
-            return
-        header = read_text(event.text, self._size)
-        if header is None:
-            self.tally.corrupt += 1
-            return
-        record_us(self.tally.latency, time.time_ns() // 1000 - header[0])
+        now_us = time.time_ns() // 1000
+        for event in events:
+            if event.seq < first or event.kind is not RoomEventKind.MESSAGE:
+                continue
+            header = read_text(event.text, self._size)
+            if header is None:
+                self.tally.corrupt += 1
+                continue
+            record_us(self.tally.latency, now_us - header[0])
 
     # --- the loop ------------------------------------------------------------------
 

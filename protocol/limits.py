@@ -42,6 +42,9 @@ KEY_BYTES = 32
 
 NONCE_BYTES = 12
 
+MAX_BATCH_EVENTS = 256
+"""Most events one publication carries (a batch of one room's consecutive events)."""
+
 MAX_KID = 2**32 - 1
 """Key ids are sealed into the associated data as 4 bytes."""
 

@@ -1,23 +1,29 @@
-"""Room traffic on the publisher: topics, and the sealed (encrypted) event body.
+"""Room traffic on the publisher: topics, and the sealed (encrypted) body of a batch of events.
 
 A plain PUB socket delivers to any subscriber, so secrecy comes from here, not
-from subscriptions: each room event is sealed with the room's current key
+from subscriptions: room events are sealed with the room's current key
 (ChaCha20-Poly1305), which the broker hands only to members and replaces when
-anyone leaves. The sequence number and key id stay readable so a receiver can
-spot gaps and pick the key; both are authenticated with the topic.
+anyone leaves. The sequence numbers and key id stay readable so a receiver can
+spot gaps and pick the key; all three are authenticated with the topic.
+
+A publication carries a batch: the ``count`` consecutive events of one room,
+from ``seq``, that the broker accepted together (one event when the room is
+quiet). One message and one seal per batch instead of per event is what keeps
+fan-out cheap for ZeroMQ (framing and CURVE per subscriber) and for Python.
 
 Publication = two frames::
 
     topic  = room name (UTF-8) + b"\\x00"
-    body   = msgpack [seq: int, kid: int, nonce: bin(12), box: bin]
+    body   = msgpack [seq: int, count: int, kid: int, nonce: bin(12), box: bin]
     box    = ChaCha20-Poly1305(key[kid], nonce, plaintext, aad)
-    aad    = topic + seq (8 bytes, big-endian) + kid (4 bytes, big-endian)
-    plaintext = msgpack [kind: str, user: str, ts_ms: int, text: str]
+    aad    = topic + seq (8 bytes) + count (4 bytes) + kid (4 bytes), big-endian
+    plaintext = msgpack [[kind: str, user: str, ts_ms: int, text: str], ...]  # count of them
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgpack
@@ -25,10 +31,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .errors import MalformedFrame
-from .limits import KEY_BYTES, MAX_FRAME_BYTES, MAX_KID, MAX_SEQ, NONCE_BYTES
+from .limits import KEY_BYTES, MAX_BATCH_EVENTS, MAX_FRAME_BYTES, MAX_KID, MAX_SEQ, NONCE_BYTES
 from .messages import RoomEvent, RoomEventKind
 
 TOPIC_END = b"\x00"
+
+PlainEvent = tuple[RoomEventKind, str, int, str]
+"""One event as the broker seals it: ``(kind, user, ts_ms, text)``; its seq is its place."""
 
 
 def room_topic(room: str) -> bytes:
@@ -36,8 +45,8 @@ def room_topic(room: str) -> bytes:
     return room.encode("utf-8") + TOPIC_END
 
 
-def _aad(topic: bytes, seq: int, kid: int) -> bytes:
-    return topic + seq.to_bytes(8, "big") + kid.to_bytes(4, "big")
+def _aad(topic: bytes, seq: int, count: int, kid: int) -> bytes:
+    return topic + seq.to_bytes(8, "big") + count.to_bytes(4, "big") + kid.to_bytes(4, "big")
 
 
 def new_room_key() -> bytes:
@@ -50,34 +59,44 @@ class CannotOpen(MalformedFrame):
 
 
 @dataclass(frozen=True, slots=True)
-class SealedEvent:
-    """A publication body whose header is read but whose box is still closed."""
+class SealedBatch:
+    """A publication body whose header is read but whose box is still closed.
+
+    It holds events ``seq`` to ``last_seq`` of its room, in order.
+    """
 
     seq: int
+    count: int
     kid: int
     nonce: bytes
     box: bytes
 
+    @property
+    def last_seq(self) -> int:
+        return self.seq + self.count - 1
+
     @classmethod
-    def parse(cls, body: bytes) -> SealedEvent:
+    def parse(cls, body: bytes) -> SealedBatch:
         """Read the header of a publication body; raises `CannotOpen`."""
         if len(body) > MAX_FRAME_BYTES:
             raise CannotOpen("publication too large")
         try:
-            seq, kid, nonce, box = msgpack.unpackb(body, raw=False)
+            seq, count, kid, nonce, box = msgpack.unpackb(body, raw=False)
         except Exception as exc:  # msgpack raises many types for bad input
-            raise CannotOpen("publication is not [seq, kid, nonce, box]") from exc
+            raise CannotOpen("publication is not [seq, count, kid, nonce, box]") from exc
         if not (
             type(seq) is int
+            and type(count) is int
             and type(kid) is int
             and isinstance(nonce, bytes)
             and isinstance(box, bytes)
             and len(nonce) == NONCE_BYTES
-            and 0 <= seq <= MAX_SEQ
+            and 1 <= count <= MAX_BATCH_EVENTS
+            and 1 <= seq <= MAX_SEQ - count + 1
             and 0 <= kid <= MAX_KID
         ):
-            raise CannotOpen("publication header has the wrong types")
-        return cls(seq, kid, nonce, box)
+            raise CannotOpen("publication header has the wrong types or ranges")
+        return cls(seq, count, kid, nonce, box)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +106,8 @@ class Announcement:
     seq: int
 
 
-def parse_publication(body: bytes) -> SealedEvent | Announcement:
-    """Read a publication body: a sealed event, or an announcement of the latest seq."""
+def parse_publication(body: bytes) -> SealedBatch | Announcement:
+    """Read a publication body: a sealed batch, or an announcement of the latest seq."""
     if len(body) <= 10:  # a one-element array holding an int is at most 10 bytes
         try:
             value = msgpack.unpackb(body, raw=False)
@@ -98,7 +117,7 @@ def parse_publication(body: bytes) -> SealedEvent | Announcement:
             if not 0 <= value[0] <= MAX_SEQ:
                 raise CannotOpen("announced seq out of range")
             return Announcement(value[0])
-    return SealedEvent.parse(body)
+    return SealedBatch.parse(body)
 
 
 def announcement(seq: int) -> bytes:
@@ -107,7 +126,7 @@ def announcement(seq: int) -> bytes:
 
 
 class RoomCipher:
-    """One room key: seals events on the broker, opens them on members."""
+    """One room key: seals batches of events on the broker, opens them on members."""
 
     __slots__ = ("_aead", "key", "kid")
 
@@ -120,36 +139,47 @@ class RoomCipher:
         self.key = key
         self._aead = ChaCha20Poly1305(key)
 
-    def seal(
-        self, topic: bytes, seq: int, kind: RoomEventKind, user: str, ts_ms: int, text: str
-    ) -> bytes:
-        """The publication body for one room event."""
+    def seal(self, topic: bytes, seq: int, events: Sequence[PlainEvent]) -> bytes:
+        """The publication body for ``events``, numbered from ``seq``."""
+        count = len(events)
+        if not 1 <= count <= MAX_BATCH_EVENTS:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH_EVENTS} events")
         nonce = os.urandom(NONCE_BYTES)
-        plaintext = msgpack.packb([kind.value, user, ts_ms, text], use_bin_type=True)
-        box = self._aead.encrypt(nonce, plaintext, _aad(topic, seq, self.kid))
-        return msgpack.packb([seq, self.kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
+        plaintext = msgpack.packb(
+            [(kind.value, user, ts_ms, text) for kind, user, ts_ms, text in events],
+            use_bin_type=True,
+        )
+        box = self._aead.encrypt(nonce, plaintext, _aad(topic, seq, count, self.kid))
+        return msgpack.packb([seq, count, self.kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
 
-    def open(self, topic: bytes, sealed: SealedEvent) -> RoomEvent:
-        """Decrypt and check a sealed event; raises `CannotOpen` if anything is off."""
+    def open(self, topic: bytes, sealed: SealedBatch) -> list[RoomEvent]:
+        """Decrypt and check a sealed batch; raises `CannotOpen` if anything is off."""
         if sealed.kid != self.kid:
             raise CannotOpen(f"sealed with key {sealed.kid}, not {self.kid}")
         try:
             plaintext = self._aead.decrypt(
-                sealed.nonce, sealed.box, _aad(topic, sealed.seq, sealed.kid)
-            )
-            kind, user, ts_ms, text = msgpack.unpackb(plaintext, raw=False)
-            event = RoomEvent(
-                room=topic[: -len(TOPIC_END)].decode("utf-8"),
-                seq=sealed.seq,
-                kind=RoomEventKind(kind),
-                user=user,
-                ts_ms=ts_ms,
-                text=text,
+                sealed.nonce, sealed.box, _aad(topic, sealed.seq, sealed.count, sealed.kid)
             )
         except InvalidTag as exc:
             raise CannotOpen("publication failed authentication") from exc
+        try:
+            rows = msgpack.unpackb(plaintext, raw=False)
+            room = topic[: -len(TOPIC_END)].decode("utf-8")
+            if not isinstance(rows, list) or len(rows) != sealed.count:
+                raise CannotOpen(f"publication does not hold {sealed.count} events")
+            return [_event(room, sealed.seq + index, row) for index, row in enumerate(rows)]
+        except CannotOpen:
+            raise
         except Exception as exc:  # a sealed box with a bad plaintext
             raise CannotOpen("publication plaintext is malformed") from exc
-        if not (isinstance(event.user, str) and type(ts_ms) is int and isinstance(text, str)):
-            raise CannotOpen("publication plaintext has the wrong types")
-        return event
+
+
+def _event(room: str, seq: int, row: object) -> RoomEvent:
+    if not isinstance(row, list) or len(row) != 4:
+        raise CannotOpen("a sealed event is not [kind, user, ts_ms, text]")
+    kind, user, ts_ms, text = row
+    if not (isinstance(user, str) and type(ts_ms) is int and isinstance(text, str)):
+        raise CannotOpen("publication plaintext has the wrong types")
+    return RoomEvent(
+        room=room, seq=seq, kind=RoomEventKind(kind), user=user, ts_ms=ts_ms, text=text
+    )

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 from zchat.broker.handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
 from zchat.broker.outgoing import Failure, Outgoing, Publish, Result, Unicast
+from zchat.broker.publishing import seal_batches
 from zchat.broker.state import BrokerSettings, BrokerState, Connection
 from zchat.broker.storage import MemoryStorage
-from zchat.protocol import Request, RoomEvent, RoomKey, SealedEvent
+from zchat.protocol import Request, RoomEvent, RoomKey, SealedBatch
 from zchat.protocol.sealing import RoomCipher
 
 
@@ -66,7 +67,8 @@ class CoreHarness:
 
 
 def publications(outgoing: list[Outgoing]) -> list[Publish]:
-    return [item for item in outgoing if isinstance(item, Publish)]
+    """What the shell would publish for ``outgoing`` (room posts sealed in batches)."""
+    return [item for item in seal_batches(outgoing) if isinstance(item, Publish)]
 
 
 def key_events(outgoing: list[Outgoing]) -> dict[bytes, RoomKey]:
@@ -78,4 +80,6 @@ def key_events(outgoing: list[Outgoing]) -> dict[bytes, RoomKey]:
 
 
 def open_publication(publication: Publish, cipher: RoomCipher) -> RoomEvent:
-    return cipher.open(publication.topic, SealedEvent.parse(publication.body))
+    """The one event a publication holds (a single request publishes one per room)."""
+    [event] = cipher.open(publication.topic, SealedBatch.parse(publication.body))
+    return event

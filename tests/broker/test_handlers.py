@@ -187,9 +187,16 @@ def test_lease_expires_silent_sessions_and_tells_them(core: CoreHarness) -> None
     assert core.ok(alice, ListRooms())
 
 
-def test_a_failing_handler_costs_one_request_not_the_core(core: CoreHarness) -> None:
+def test_a_failing_handler_costs_one_request_not_the_core(
+    core: CoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = core.login("alice")
     core.ok(alice, Join(room="room1"))
-    core.state.rooms["room1"].cipher = None  # type: ignore[assignment]  # a bug
+
+    def broken(event: object) -> None:
+        raise AttributeError("a bug")
+
+    monkeypatch.setattr(core.storage, "append_event", broken)
     assert error_code(core.call(alice, Send(room="room1", text="x"))) == ErrorCode.INTERNAL_ERROR
+    monkeypatch.undo()
     assert core.ok(alice, ListRooms())

@@ -28,7 +28,7 @@ from zchat.protocol import (
     RoomEvent,
     RoomEventKind,
     RoomKey,
-    SealedEvent,
+    SealedBatch,
     Send,
     SessionEnded,
     parse_publication,
@@ -57,13 +57,13 @@ def cipher(join_result: dict[str, object]) -> RoomCipher:
 
 def receive_until(
     sub: zmq.Socket[bytes], sender: WireClient, room: str, wanted: str, timeout: float = 10.0
-) -> list[tuple[bytes, SealedEvent]]:
+) -> list[tuple[bytes, SealedBatch]]:
     """Send probe messages until ``wanted``'s publication arrives (the SUB may still be joining).
 
     Returns every publication received, in order.
     """
     deadline = time.monotonic() + timeout
-    received: list[tuple[bytes, SealedEvent]] = []
+    received: list[tuple[bytes, SealedBatch]] = []
     sender.ok(Send(room=room, text=wanted))
     wanted_seq: int | None = None
     while time.monotonic() < deadline:
@@ -73,15 +73,15 @@ def receive_until(
             if isinstance(publication, Announcement):
                 continue
             received.append((topic, publication))
-            if wanted_seq is not None and received[-1][1].seq >= wanted_seq:
+            if wanted_seq is not None and received[-1][1].last_seq >= wanted_seq:
                 return received
         else:
             wanted_seq = sender.ok(Send(room=room, text=wanted))["seq"]
     raise TimeoutError(f"no publication of {wanted!r} arrived")
 
 
-def open_all(topic_events: list[tuple[bytes, SealedEvent]], key: RoomCipher) -> list[RoomEvent]:
-    return [key.open(topic, sealed) for topic, sealed in topic_events]
+def open_all(topic_events: list[tuple[bytes, SealedBatch]], key: RoomCipher) -> list[RoomEvent]:
+    return [event for topic, sealed in topic_events for event in key.open(topic, sealed)]
 
 
 def test_two_users_talk_and_the_server_logs_joins_with_addresses(
@@ -140,7 +140,7 @@ def test_a_stranger_and_a_former_member_cannot_read_the_room(
     assert new_keys and new_keys[-1].kid > bob_key.kid
     assert not any(isinstance(event, RoomKey) for event in bob.events)
     alice_key = RoomCipher(new_keys[-1].kid, new_keys[-1].key)
-    assert alice_key.open(*messages[-1]).text == "after bob left"
+    assert alice_key.open(*messages[-1])[-1].text == "after bob left"
     hostile.close()
 
 

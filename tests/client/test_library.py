@@ -22,7 +22,7 @@ from zchat.protocol import (
     RoomCipher,
     RoomEvent,
     RoomEventKind,
-    SealedEvent,
+    SealedBatch,
     parse_publication,
     room_topic,
 )
@@ -211,17 +211,17 @@ async def watch_room(
                 return subscriber
 
 
-async def publication_with_seq(subscriber: zmq.asyncio.Socket, room: str, seq: int) -> SealedEvent:
+async def publication_with_seq(subscriber: zmq.asyncio.Socket, room: str, seq: int) -> SealedBatch:
     async with asyncio.timeout(WAIT):
         while True:
             topic, body = await subscriber.recv_multipart()
             if topic == room_topic(room):
                 sealed = parse_publication(body)  # announcements ([seq] only) are skipped
-                if isinstance(sealed, SealedEvent) and sealed.seq == seq:
+                if isinstance(sealed, SealedBatch) and sealed.seq <= seq <= sealed.last_seq:
                     return sealed
 
 
-def cannot_open(keys: list[tuple[int, bytes]], room: str, sealed: SealedEvent) -> bool:
+def cannot_open(keys: list[tuple[int, bytes]], room: str, sealed: SealedBatch) -> bool:
     """True if no key, under its own kid or relabelled to the box's, opens the box."""
     for kid, key in keys:
         for cipher in (RoomCipher(kid, key), RoomCipher(sealed.kid, key)):

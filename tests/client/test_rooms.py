@@ -21,7 +21,9 @@ KEY1, KEY2 = new_room_key(), new_room_key()
 def publication(
     seq: int, text: str, kid: int = 1, key: bytes = KEY1, topic: bytes = TOPIC
 ) -> bytes:
-    return RoomCipher(kid, key).seal(topic, seq, RoomEventKind.MESSAGE, "alice", 1000 + seq, text)
+    return RoomCipher(kid, key).seal(
+        topic, seq, [(RoomEventKind.MESSAGE, "alice", 1000 + seq, text)]
+    )
 
 
 def texts(events: list) -> list[str]:  # type: ignore[type-arg]

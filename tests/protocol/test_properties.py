@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from zchat.protocol import (
     CannotOpen,
     Join,
+    PlainEvent,
     RoomCipher,
     RoomEvent,
     RoomEventKind,
-    SealedEvent,
+    SealedBatch,
     Send,
     decode_envelope,
     decode_incoming,
@@ -26,7 +27,7 @@ from zchat.protocol import (
     room_topic,
 )
 from zchat.protocol.errors import InvalidName, InvalidText, TextTooLong, ZchatError
-from zchat.protocol.limits import MAX_NAME_CHARS, MAX_TEXT_BYTES
+from zchat.protocol.limits import MAX_BATCH_EVENTS, MAX_NAME_CHARS, MAX_TEXT_BYTES
 from zchat.protocol.messages import EVENT_TYPES, REQUEST_TYPES
 from zchat.protocol.validation import check_name, check_text
 
@@ -98,8 +99,8 @@ near_sealed = st.lists(
         st.binary(min_size=11, max_size=13),
         msgpack_values,
     ),
-    min_size=3,
-    max_size=5,
+    min_size=4,
+    max_size=6,
 )
 
 
@@ -199,33 +200,35 @@ def test_incoming_decoding_of_near_replies_raises_only_zchat_errors(
 @given(st.binary(max_size=200))
 def test_header_parsing_of_any_bytes_raises_only_cannot_open(body: bytes) -> None:
     with contextlib.suppress(CannotOpen):
-        SealedEvent.parse(body)
+        SealedBatch.parse(body)
 
 
 @FAST
 @given(st.one_of(msgpack_values, near_sealed))
 def test_header_parsing_of_any_msgpack_raises_only_cannot_open(value: object) -> None:
     try:
-        sealed = SealedEvent.parse(packed(value))
+        sealed = SealedBatch.parse(packed(value))
     except CannotOpen:
         return
-    assert 0 <= sealed.seq < 2**63
+    assert 1 <= sealed.seq <= sealed.last_seq < 2**63
+    assert 1 <= sealed.count <= MAX_BATCH_EVENTS
     assert 0 <= sealed.kid < 2**32
     assert len(sealed.nonce) == 12
 
 
 @FAST
 @given(
-    st.integers(0, 2**63 - 1),
+    st.integers(1, 2**62),
+    st.integers(1, MAX_BATCH_EVENTS),
     st.binary(min_size=12, max_size=12),
     st.binary(max_size=80),
     st.binary(min_size=1, max_size=20),
 )
 def test_opening_a_forged_box_raises_only_cannot_open(
-    seq: int, nonce: bytes, box: bytes, topic: bytes
+    seq: int, count: int, nonce: bytes, box: bytes, topic: bytes
 ) -> None:
     with pytest.raises(CannotOpen):
-        RoomCipher(4, bytes(32)).open(topic, SealedEvent(seq, 4, nonce, box))
+        RoomCipher(4, bytes(32)).open(topic, SealedBatch(seq, count, 4, nonce, box))
 
 
 # --- valid input round trips ---------------------------------------------------------------------
@@ -278,18 +281,26 @@ def test_check_text_raises_only_text_errors(text: str) -> None:
 @FAST
 @given(
     valid_names,
-    st.integers(0, 2**63 - 1),
+    st.integers(1, 2**63 - 1 - MAX_BATCH_EVENTS),
     st.integers(0, 2**32 - 1),
-    st.sampled_from(list(RoomEventKind)),
-    valid_names,
-    st.integers(0, 2**63 - 1),
-    valid_texts,
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(RoomEventKind)),
+            valid_names,
+            st.integers(0, 2**63 - 1),
+            valid_texts,
+        ),
+        min_size=1,
+        max_size=8,
+    ),
 )
-def test_any_event_seals_and_opens(
-    room: str, seq: int, kid: int, kind: RoomEventKind, user: str, ts_ms: int, text: str
+def test_any_batch_of_events_seals_and_opens(
+    room: str, seq: int, kid: int, events: list[PlainEvent]
 ) -> None:
     cipher = RoomCipher(kid, bytes(range(32)))
     topic = room_topic(room)
-    body = cipher.seal(topic, seq, kind, user, ts_ms, text)
-    event = cipher.open(topic, SealedEvent.parse(body))
-    assert event == RoomEvent(room, seq, kind, user, ts_ms, text)
+    body = cipher.seal(topic, seq, events)
+    assert cipher.open(topic, SealedBatch.parse(body)) == [
+        RoomEvent(room, seq + index, kind, user, ts_ms, text)
+        for index, (kind, user, ts_ms, text) in enumerate(events)
+    ]

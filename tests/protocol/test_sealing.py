@@ -1,4 +1,4 @@
-"""Sealed room events on the publisher: topics, the body header, and authenticated boxes."""
+"""Sealed batches of room events on the publisher: topics, the body header, authenticated boxes."""
 
 from __future__ import annotations
 
@@ -10,17 +10,18 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from zchat.protocol import (
     Announcement,
     CannotOpen,
+    PlainEvent,
     RoomCipher,
     RoomEvent,
     RoomEventKind,
-    SealedEvent,
+    SealedBatch,
     announcement,
     new_room_key,
     parse_publication,
     room_topic,
 )
 from zchat.protocol.errors import MalformedFrame, ProtocolViolation
-from zchat.protocol.limits import MAX_FRAME_BYTES
+from zchat.protocol.limits import MAX_BATCH_EVENTS, MAX_FRAME_BYTES
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -28,23 +29,32 @@ TOPIC = room_topic("room1")
 TS = 1_764_000_001_000
 
 
-def spec_aad(topic: bytes, seq: int, kid: int) -> bytes:
+def spec_aad(topic: bytes, seq: int, count: int, kid: int) -> bytes:
     """The additional data exactly as the spec writes it."""
-    return topic + seq.to_bytes(8, "big") + kid.to_bytes(4, "big")
+    return topic + seq.to_bytes(8, "big") + count.to_bytes(4, "big") + kid.to_bytes(4, "big")
 
 
 def spec_seal(
-    key: bytes, topic: bytes, seq: int, kid: int, plaintext: object, nonce: bytes = bytes(12)
+    key: bytes,
+    topic: bytes,
+    seq: int,
+    kid: int,
+    plaintext: object,
+    nonce: bytes = bytes(12),
+    count: int = 1,
 ) -> bytes:
     """A publication body built from the spec alone, with any plaintext value."""
     packed = msgpack.packb(plaintext, use_bin_type=True)
-    box = ChaCha20Poly1305(key).encrypt(nonce, packed, spec_aad(topic, seq, kid))
-    return msgpack.packb([seq, kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
+    box = ChaCha20Poly1305(key).encrypt(nonce, packed, spec_aad(topic, seq, count, kid))
+    return msgpack.packb([seq, count, kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def sealed_message(cipher: RoomCipher, seq: int = 18, text: str = "hi bob") -> SealedEvent:
-    body = cipher.seal(TOPIC, seq, RoomEventKind.MESSAGE, "alice", TS, text)
-    return SealedEvent.parse(body)
+def message(text: str = "hi bob", user: str = "alice") -> PlainEvent:
+    return (RoomEventKind.MESSAGE, user, TS, text)
+
+
+def sealed_message(cipher: RoomCipher, seq: int = 18, text: str = "hi bob") -> SealedBatch:
+    return SealedBatch.parse(cipher.seal(TOPIC, seq, [message(text)]))
 
 
 def flip(data: bytes, index: int) -> bytes:
@@ -91,42 +101,78 @@ def test_a_cipher_needs_a_32_byte_key(key: bytes) -> None:
 )
 def test_seal_then_open_gives_the_event_back(kind: RoomEventKind, text: str) -> None:
     cipher = RoomCipher(4, KEY)
-    body = cipher.seal(TOPIC, 17, kind, "alice", TS, text)
-    sealed = SealedEvent.parse(body)
-    assert (sealed.seq, sealed.kid) == (17, 4)
-    assert RoomCipher(4, KEY).open(TOPIC, sealed) == RoomEvent(
-        room="room1", seq=17, kind=kind, user="alice", ts_ms=TS, text=text
-    )
+    body = cipher.seal(TOPIC, 17, [(kind, "alice", TS, text)])
+    sealed = SealedBatch.parse(body)
+    assert (sealed.seq, sealed.count, sealed.last_seq, sealed.kid) == (17, 1, 17, 4)
+    assert RoomCipher(4, KEY).open(TOPIC, sealed) == [
+        RoomEvent(room="room1", seq=17, kind=kind, user="alice", ts_ms=TS, text=text)
+    ]
+
+
+def test_a_batch_opens_as_consecutive_events_in_order() -> None:
+    cipher = RoomCipher(4, KEY)
+    events = [
+        (RoomEventKind.JOINED, "carol", TS, ""),
+        message("first"),
+        message("second", user="carol"),
+    ]
+    sealed = SealedBatch.parse(cipher.seal(TOPIC, 40, events))
+    assert (sealed.seq, sealed.count, sealed.last_seq) == (40, 3, 42)
+    assert cipher.open(TOPIC, sealed) == [
+        RoomEvent("room1", 40, RoomEventKind.JOINED, "carol", TS, ""),
+        RoomEvent("room1", 41, RoomEventKind.MESSAGE, "alice", TS, "first"),
+        RoomEvent("room1", 42, RoomEventKind.MESSAGE, "carol", TS, "second"),
+    ]
+
+
+def test_the_largest_batch_round_trips() -> None:
+    cipher = RoomCipher(4, KEY)
+    events = [message(str(n)) for n in range(MAX_BATCH_EVENTS)]
+    opened = cipher.open(TOPIC, SealedBatch.parse(cipher.seal(TOPIC, 1, events)))
+    assert [(event.seq, event.text) for event in opened] == [
+        (n + 1, str(n)) for n in range(MAX_BATCH_EVENTS)
+    ]
+
+
+@pytest.mark.parametrize("count", [0, MAX_BATCH_EVENTS + 1])
+def test_seal_refuses_an_empty_or_oversized_batch(count: int) -> None:
+    with pytest.raises(ValueError):
+        RoomCipher(4, KEY).seal(TOPIC, 1, [message()] * count)
 
 
 def test_the_room_comes_from_the_topic() -> None:
     topic = room_topic("房间")
     cipher = RoomCipher(1, KEY)
-    event = cipher.open(
-        topic, SealedEvent.parse(cipher.seal(topic, 1, RoomEventKind.JOINED, "bob", TS, ""))
+    [event] = cipher.open(
+        topic, SealedBatch.parse(cipher.seal(topic, 1, [(RoomEventKind.JOINED, "bob", TS, "")]))
     )
     assert event.room == "房间"
 
 
 def test_the_largest_seq_and_kid_round_trip() -> None:
     cipher = RoomCipher(2**32 - 1, KEY)
-    sealed = SealedEvent.parse(cipher.seal(TOPIC, 2**63 - 1, RoomEventKind.MESSAGE, "a", TS, "x"))
-    assert cipher.open(TOPIC, sealed).seq == 2**63 - 1
+    sealed = SealedBatch.parse(
+        cipher.seal(TOPIC, 2**63 - 1, [(RoomEventKind.MESSAGE, "a", TS, "x")])
+    )
+    assert cipher.open(TOPIC, sealed)[0].seq == 2**63 - 1
 
 
 def test_a_sealed_body_follows_the_spec() -> None:
-    body = RoomCipher(4, KEY).seal(TOPIC, 18, RoomEventKind.MESSAGE, "alice", TS, "hi bob")
-    seq, kid, nonce, box = msgpack.unpackb(body, raw=False)
-    assert (seq, kid, len(nonce)) == (18, 4, 12)
-    plaintext = ChaCha20Poly1305(KEY).decrypt(nonce, box, spec_aad(TOPIC, 18, 4))
-    assert msgpack.unpackb(plaintext, raw=False) == ["msg", "alice", TS, "hi bob"]
+    body = RoomCipher(4, KEY).seal(TOPIC, 18, [(RoomEventKind.MESSAGE, "alice", TS, "hi bob")])
+    seq, count, kid, nonce, box = msgpack.unpackb(body, raw=False)
+    assert (seq, count, kid, len(nonce)) == (18, 1, 4, 12)
+    plaintext = ChaCha20Poly1305(KEY).decrypt(nonce, box, spec_aad(TOPIC, 18, 1, 4))
+    assert msgpack.unpackb(plaintext, raw=False) == [["msg", "alice", TS, "hi bob"]]
     assert len(box) == len(plaintext) + 16
 
 
 def test_a_body_sealed_from_the_spec_opens() -> None:
-    body = spec_seal(KEY, TOPIC, 18, 4, ["leave", "bob", TS, ""], nonce=b"n" * 12)
-    event = RoomCipher(4, KEY).open(TOPIC, SealedEvent.parse(body))
-    assert event == RoomEvent("room1", 18, RoomEventKind.LEFT, "bob", TS, "")
+    plaintext = [["leave", "bob", TS, ""], ["msg", "alice", TS + 1, "bye"]]
+    body = spec_seal(KEY, TOPIC, 18, 4, plaintext, nonce=b"n" * 12, count=2)
+    assert RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body)) == [
+        RoomEvent("room1", 18, RoomEventKind.LEFT, "bob", TS, ""),
+        RoomEvent("room1", 19, RoomEventKind.MESSAGE, "alice", TS + 1, "bye"),
+    ]
 
 
 def test_every_seal_uses_a_fresh_nonce() -> None:
@@ -138,7 +184,7 @@ def test_every_seal_uses_a_fresh_nonce() -> None:
 
 def test_a_sealed_body_does_not_contain_the_plaintext() -> None:
     text = "the secret plan is at noon"
-    body = RoomCipher(4, KEY).seal(TOPIC, 1, RoomEventKind.MESSAGE, "mallory", TS, text)
+    body = RoomCipher(4, KEY).seal(TOPIC, 1, [(RoomEventKind.MESSAGE, "mallory", TS, text)])
     assert text.encode() not in body
     assert b"secret" not in body
     assert b"mallory" not in body
@@ -147,7 +193,7 @@ def test_a_sealed_body_does_not_contain_the_plaintext() -> None:
 # --- tampering ---------------------------------------------------------------------------------
 
 
-def assert_fails_authentication(cipher: RoomCipher, topic: bytes, sealed: SealedEvent) -> None:
+def assert_fails_authentication(cipher: RoomCipher, topic: bytes, sealed: SealedBatch) -> None:
     with pytest.raises(CannotOpen) as caught:
         cipher.open(topic, sealed)
     assert isinstance(caught.value.__cause__, InvalidTag)
@@ -164,14 +210,22 @@ def test_another_rooms_topic_fails() -> None:
 def test_a_changed_seq_fails() -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher, seq=18)
-    for seq in (17, 19, 0, 18 + 2**32):
-        changed = SealedEvent(seq, sealed.kid, sealed.nonce, sealed.box)
+    for seq in (17, 19, 1, 18 + 2**32):
+        changed = SealedBatch(seq, 1, sealed.kid, sealed.nonce, sealed.box)
+        assert_fails_authentication(cipher, TOPIC, changed)
+
+
+def test_a_changed_count_fails() -> None:
+    cipher = RoomCipher(4, KEY)
+    sealed = SealedBatch.parse(cipher.seal(TOPIC, 5, [message("a"), message("b")]))
+    for count in (1, 3, 2 + 2**16):
+        changed = SealedBatch(sealed.seq, count, sealed.kid, sealed.nonce, sealed.box)
         assert_fails_authentication(cipher, TOPIC, changed)
 
 
 def test_a_changed_kid_fails_even_with_the_same_key() -> None:
     sealed = sealed_message(RoomCipher(4, KEY))
-    changed = SealedEvent(sealed.seq, 5, sealed.nonce, sealed.box)
+    changed = SealedBatch(sealed.seq, 1, 5, sealed.nonce, sealed.box)
     assert_fails_authentication(RoomCipher(5, KEY), TOPIC, changed)
 
 
@@ -179,7 +233,7 @@ def test_a_changed_kid_fails_even_with_the_same_key() -> None:
 def test_a_changed_nonce_fails(index: int) -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher)
-    changed = SealedEvent(sealed.seq, sealed.kid, flip(sealed.nonce, index), sealed.box)
+    changed = SealedBatch(sealed.seq, 1, sealed.kid, flip(sealed.nonce, index), sealed.box)
     assert_fails_authentication(cipher, TOPIC, changed)
 
 
@@ -187,7 +241,7 @@ def test_a_changed_nonce_fails(index: int) -> None:
 def test_a_changed_box_fails(index: int) -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher)
-    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, flip(sealed.box, index))
+    changed = SealedBatch(sealed.seq, 1, sealed.kid, sealed.nonce, flip(sealed.box, index))
     assert_fails_authentication(cipher, TOPIC, changed)
 
 
@@ -195,7 +249,7 @@ def test_a_changed_box_fails(index: int) -> None:
 def test_a_truncated_box_fails(cut: int) -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher)
-    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, sealed.box[:-cut])
+    changed = SealedBatch(sealed.seq, 1, sealed.kid, sealed.nonce, sealed.box[:-cut])
     with pytest.raises(CannotOpen):
         cipher.open(TOPIC, changed)
 
@@ -203,7 +257,7 @@ def test_a_truncated_box_fails(cut: int) -> None:
 def test_an_extended_box_fails() -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher)
-    changed = SealedEvent(sealed.seq, sealed.kid, sealed.nonce, sealed.box + b"\x00")
+    changed = SealedBatch(sealed.seq, 1, sealed.kid, sealed.nonce, sealed.box + b"\x00")
     assert_fails_authentication(cipher, TOPIC, changed)
 
 
@@ -245,25 +299,49 @@ def test_cannot_open_is_a_malformed_frame() -> None:
     ],
     ids=repr,
 )
-def test_an_authentic_box_with_a_bad_plaintext_cannot_open(plaintext: object) -> None:
-    body = spec_seal(KEY, TOPIC, 1, 4, plaintext)
+def test_an_authentic_box_with_a_bad_event_cannot_open(plaintext: object) -> None:
+    body = spec_seal(KEY, TOPIC, 1, 4, [plaintext])
     with pytest.raises(CannotOpen):
-        RoomCipher(4, KEY).open(TOPIC, SealedEvent.parse(body))
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body))
+
+
+EVENT = ["msg", "alice", TS, "hi"]
+
+
+@pytest.mark.parametrize(
+    ("plaintext", "count"),
+    [
+        (EVENT, 1),
+        ({"events": [EVENT]}, 1),
+        ([], 1),
+        ([EVENT, EVENT], 1),
+        ([EVENT], 2),
+        ([EVENT, EVENT, "msg"], 3),
+        (None, 1),
+    ],
+    ids=repr,
+)
+def test_an_authentic_box_that_does_not_hold_count_events_cannot_open(
+    plaintext: object, count: int
+) -> None:
+    body = spec_seal(KEY, TOPIC, 1, 4, plaintext, count=count)
+    with pytest.raises(CannotOpen):
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body))
 
 
 def test_an_authentic_box_that_is_not_msgpack_cannot_open() -> None:
     nonce = bytes(12)
-    box = ChaCha20Poly1305(KEY).encrypt(nonce, b"\xc1\xc1", spec_aad(TOPIC, 1, 4))
+    box = ChaCha20Poly1305(KEY).encrypt(nonce, b"\xc1\xc1", spec_aad(TOPIC, 1, 1, 4))
     with pytest.raises(CannotOpen):
-        RoomCipher(4, KEY).open(TOPIC, SealedEvent(1, 4, nonce, box))
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch(1, 1, 4, nonce, box))
 
 
 # --- the readable header -----------------------------------------------------------------------
 
 
 def test_parse_reads_the_header() -> None:
-    body = msgpack.packb([3, 9, b"n" * 12, b"box"], use_bin_type=True)
-    assert SealedEvent.parse(body) == SealedEvent(3, 9, b"n" * 12, b"box")
+    body = msgpack.packb([3, 2, 9, b"n" * 12, b"box"], use_bin_type=True)
+    assert SealedBatch.parse(body) == SealedBatch(3, 2, 9, b"n" * 12, b"box")
 
 
 @pytest.mark.parametrize(
@@ -272,13 +350,13 @@ def test_parse_reads_the_header() -> None:
         pytest.param(b"", id="empty"),
         pytest.param(b"\xc1", id="never-used-byte"),
         pytest.param(b"garbage that is not msgpack", id="garbage"),
-        pytest.param(msgpack.packb([1, 2, b"n" * 12, b"b"])[:-1], id="truncated"),
-        pytest.param(msgpack.packb([1, 2, b"n" * 12, b"b"]) + b"\x00", id="trailing"),
+        pytest.param(msgpack.packb([1, 1, 2, b"n" * 12, b"b"])[:-1], id="truncated"),
+        pytest.param(msgpack.packb([1, 1, 2, b"n" * 12, b"b"]) + b"\x00", id="trailing"),
     ],
 )
 def test_parse_refuses_what_is_not_msgpack(body: bytes) -> None:
     with pytest.raises(CannotOpen):
-        SealedEvent.parse(body)
+        SealedBatch.parse(body)
 
 
 NONCE = b"n" * 12
@@ -289,60 +367,72 @@ NONCE = b"n" * 12
     [
         None,
         7,
-        "four",
-        b"four",
-        {"seq": 1, "kid": 1, "nonce": NONCE, "box": b""},
-        {1: 1, 2: 2, 3: 3, 4: 4},
+        "five",
+        b"five",
+        {"seq": 1, "count": 1, "kid": 1, "nonce": NONCE, "box": b""},
+        {1: 1, 2: 2, 3: 3, 4: 4, 5: 5},
         [],
-        [1, 2, NONCE],
-        [1, 2, NONCE, b"box", b"extra"],
-        ["1", 2, NONCE, b"box"],
-        [1, "2", NONCE, b"box"],
-        [1.0, 2, NONCE, b"box"],
-        [1, 2.0, NONCE, b"box"],
-        [None, 2, NONCE, b"box"],
-        [True, 2, NONCE, b"box"],
-        [1, False, NONCE, b"box"],
-        [1, True, NONCE, b"box"],
-        [-1, 2, NONCE, b"box"],
-        [1, -1, NONCE, b"box"],
-        [2**63, 2, NONCE, b"box"],
-        [1, 2**32, NONCE, b"box"],
-        [1, 2, "n" * 12, b"box"],
-        [1, 2, NONCE, "box"],
-        [1, 2, NONCE, None],
-        [1, 2, [NONCE], b"box"],
-        [1, 2, b"", b"box"],
-        [1, 2, b"n" * 11, b"box"],
-        [1, 2, b"n" * 13, b"box"],
-        [1, 2, b"n" * 24, b"box"],
+        [1, 1, 2, NONCE],
+        [1, 2, NONCE, b"box"],
+        [1, 1, 2, NONCE, b"box", b"extra"],
+        ["1", 1, 2, NONCE, b"box"],
+        [1, "1", 2, NONCE, b"box"],
+        [1, 1, "2", NONCE, b"box"],
+        [1.0, 1, 2, NONCE, b"box"],
+        [1, 1.0, 2, NONCE, b"box"],
+        [1, 1, 2.0, NONCE, b"box"],
+        [None, 1, 2, NONCE, b"box"],
+        [True, 1, 2, NONCE, b"box"],
+        [1, True, 2, NONCE, b"box"],
+        [1, 1, False, NONCE, b"box"],
+        [1, 1, True, NONCE, b"box"],
+        [0, 1, 2, NONCE, b"box"],
+        [-1, 1, 2, NONCE, b"box"],
+        [1, 0, 2, NONCE, b"box"],
+        [1, -1, 2, NONCE, b"box"],
+        [1, MAX_BATCH_EVENTS + 1, 2, NONCE, b"box"],
+        [1, 1, -1, NONCE, b"box"],
+        [2**63, 1, 2, NONCE, b"box"],
+        [2**63 - 1, 2, 2, NONCE, b"box"],
+        [1, 1, 2**32, NONCE, b"box"],
+        [1, 1, 2, "n" * 12, b"box"],
+        [1, 1, 2, NONCE, "box"],
+        [1, 1, 2, NONCE, None],
+        [1, 1, 2, [NONCE], b"box"],
+        [1, 1, 2, b"", b"box"],
+        [1, 1, 2, b"n" * 11, b"box"],
+        [1, 1, 2, b"n" * 13, b"box"],
+        [1, 1, 2, b"n" * 24, b"box"],
     ],
     ids=repr,
 )
 def test_parse_refuses_a_header_of_the_wrong_shape(value: object) -> None:
     with pytest.raises(CannotOpen) as caught:
-        SealedEvent.parse(msgpack.packb(value, use_bin_type=True))
+        SealedBatch.parse(msgpack.packb(value, use_bin_type=True))
     assert type(caught.value) is CannotOpen
 
 
-@pytest.mark.parametrize(("seq", "kid"), [(0, 0), (2**63 - 1, 2**32 - 1)])
-def test_parse_accepts_the_ends_of_the_ranges(seq: int, kid: int) -> None:
-    body = msgpack.packb([seq, kid, NONCE, b"box"], use_bin_type=True)
-    assert SealedEvent.parse(body) == SealedEvent(seq, kid, NONCE, b"box")
+@pytest.mark.parametrize(
+    ("seq", "count", "kid"),
+    [(1, 1, 0), (1, MAX_BATCH_EVENTS, 0), (2**63 - 1, 1, 2**32 - 1), (2**63 - 2, 2, 1)],
+)
+def test_parse_accepts_the_ends_of_the_ranges(seq: int, count: int, kid: int) -> None:
+    body = msgpack.packb([seq, count, kid, NONCE, b"box"], use_bin_type=True)
+    assert SealedBatch.parse(body) == SealedBatch(seq, count, kid, NONCE, b"box")
 
 
 def test_parse_refuses_a_body_over_the_frame_limit() -> None:
-    body = msgpack.packb([1, 2, NONCE, bytes(MAX_FRAME_BYTES)], use_bin_type=True)
+    body = msgpack.packb([1, 1, 2, NONCE, bytes(MAX_FRAME_BYTES)], use_bin_type=True)
     with pytest.raises(CannotOpen):
-        SealedEvent.parse(body)
+        SealedBatch.parse(body)
 
 
 def test_parse_accepts_a_body_of_exactly_the_frame_limit() -> None:
-    overhead = len(msgpack.packb([1, 2, NONCE, bytes(MAX_FRAME_BYTES - 100)], use_bin_type=True))
+    overhead = len(msgpack.packb([1, 1, 2, NONCE, bytes(MAX_FRAME_BYTES - 100)], use_bin_type=True))
     box = bytes(MAX_FRAME_BYTES - 100 + MAX_FRAME_BYTES - overhead)
-    body = msgpack.packb([1, 2, NONCE, box], use_bin_type=True)
+    body = msgpack.packb([1, 1, 2, NONCE, box], use_bin_type=True)
     assert len(body) == MAX_FRAME_BYTES
-    assert SealedEvent.parse(body).box == box
+    assert SealedBatch.parse(body).box == box
 
 
 @pytest.mark.parametrize("seq", [0, 1, 2**63 - 1])
@@ -350,11 +440,11 @@ def test_announcements_round_trip_and_are_told_apart_from_sealed_events(seq: int
     assert parse_publication(announcement(seq)) == Announcement(seq)
 
 
-def test_a_sealed_event_still_parses_as_one() -> None:
+def test_a_sealed_batch_of_one_is_not_taken_for_an_announcement() -> None:
     cipher = RoomCipher(3, bytes(range(32)))
-    body = cipher.seal(room_topic("r"), 9, RoomEventKind.MESSAGE, "alice", 1, "hi")
+    body = cipher.seal(room_topic("r"), 9, [(RoomEventKind.MESSAGE, "alice", 1, "hi")])
     parsed = parse_publication(body)
-    assert isinstance(parsed, SealedEvent) and parsed.seq == 9
+    assert isinstance(parsed, SealedBatch) and (parsed.seq, parsed.count) == (9, 1)
 
 
 @pytest.mark.parametrize(
