@@ -142,12 +142,20 @@ class BrokerShell:
         while True:
             await self.router.poll()  # POLLIN
             outbox: list[Outgoing] = []
+            router = self._router_now
             for _ in range(BATCH_LIMIT):
+                # Frame by frame: recv_multipart costs more than the rest of a small request.
                 try:
-                    frames = self._router_now.recv_multipart(zmq.NOBLOCK, copy=False)
+                    routing_id = router.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                outbox.extend(self.handle_frames(frames))
+                body = router.recv(copy=False)  # a Frame: it knows the peer's address
+                extra = 0
+                more = body.more
+                while more:
+                    more = router.recv(copy=False).more
+                    extra += 1
+                outbox.extend(self.handle_request(routing_id, body, extra))
             self.commit_and_send(outbox)
 
     async def announce(self) -> None:
@@ -177,13 +185,12 @@ class BrokerShell:
             await asyncio.sleep(LEASE_CHECK_S)
             self.commit_and_send(expire_sessions(self.state, now_ms()))
 
-    def handle_frames(self, frames: list[zmq.Frame]) -> list[Outgoing]:
-        """Decode one ROUTER message and dispatch it (register and login go to a thread)."""
-        routing_id = frames[0].bytes
-        if len(frames) != 2:
-            error = MalformedFrame(f"expected one frame, got {len(frames) - 1}")
+    def handle_request(self, routing_id: bytes, body: zmq.Frame, extra: int) -> list[Outgoing]:
+        """Decode one ROUTER message (``extra`` frames after the first are an error) and
+        dispatch it (register and login go to a thread)."""
+        if extra:
+            error = MalformedFrame(f"expected one frame, got {extra + 1}")
             return [Unicast(routing_id, Failure(None, error))]
-        body = frames[1]
         try:
             envelope = decode_envelope(body.bytes)
         except ZchatError as error:
@@ -193,7 +200,8 @@ class BrokerShell:
         except ZchatError as error:
             return [Unicast(routing_id, Failure(envelope.request_id, error))]
         assert envelope.request_id is not None
-        connection = Connection(routing_id, _peer_address(body))
+        session = self.state.sessions.get(routing_id)
+        connection = session.connection if session else Connection(routing_id, _peer_address(body))
         if isinstance(request, Register | Login):
             return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
@@ -258,14 +266,16 @@ class BrokerShell:
         if not outbox:
             return
         self.state.storage.commit()
+        publisher, router = self._publisher, self._router_now
         for item in seal_batches(outbox):
+            # Two sends, not send_multipart: for small messages its overhead is most of the cost.
             if isinstance(item, Publish):
-                self._publisher.send_multipart((item.topic, item.body), copy=False)
+                publisher.send(item.topic, zmq.SNDMORE)
+                publisher.send(item.body)
             else:
                 # ROUTER drops a message for a peer that is gone or past its HWM; never blocks.
-                self._router_now.send_multipart(
-                    (item.routing_id, encode_outgoing(item.message)), copy=False
-                )
+                router.send(item.routing_id, zmq.SNDMORE)
+                router.send(encode_outgoing(item.message))
 
     async def aclose(self) -> None:
         """Cancel login and register work in flight."""
