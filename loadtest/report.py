@@ -41,7 +41,15 @@ def render_table(figures: Figures) -> str:
             + ")",
         ),
         ("accepted", f"{_n(figures.accepted_per_s)} msg/s ({_n(figures.accepted)})"),
-        ("deliveries", f"{_n(figures.deliveries_per_s)} /s ({_n(figures.deliveries)})"),
+        (
+            "deliveries",
+            f"{_n(figures.deliveries_per_s)} /s ({_n(figures.deliveries)})"
+            + (
+                f", {figures.events_per_publication:.1f} events per publication"
+                if figures.events_per_publication
+                else ""
+            ),
+        ),
         (
             "latency ms",
             f"p50 {latency['p50']:.2f}  p90 {latency['p90']:.2f}  p99 {latency['p99']:.2f}  "

@@ -54,6 +54,8 @@ class Tally:
     deliveries: int = 0
     """Room events received on the members' SUB sockets with the next expected seq or later
     (a publication carries a batch of consecutive events; each new one counts)."""
+    publications: int = 0
+    """Sealed publications that brought new events (each carries a batch of them)."""
     decrypted: int = 0
     """Publications opened for the latency sample."""
     corrupt: int = 0
@@ -92,6 +94,7 @@ class WorkerResult:
     accepted_in_window: int
     deliveries: int
     deliveries_in_window: int
+    publications: int
     expected: int
     received: int
     """Distinct expected events received live."""
@@ -141,6 +144,8 @@ class Figures:
     accepted_per_s: float
     deliveries: int
     deliveries_per_s: float
+    events_per_publication: float | None
+    """Deliveries per sealed publication received: how much the broker's batching saved."""
     expected: int
     delivered: int
     recovered: int
@@ -221,6 +226,9 @@ def summarise(
         accepted_per_s=per_s(total("accepted_in_window")),
         deliveries=deliveries_in_window,
         deliveries_per_s=per_s(deliveries_in_window),
+        events_per_publication=(
+            total("deliveries") / total("publications") if total("publications") else None
+        ),
         expected=expected,
         delivered=delivered,
         recovered=total("recovered"),

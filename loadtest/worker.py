@@ -487,6 +487,7 @@ class Worker:
         member.last_seq = last
         member.received += new
         self.tally.deliveries += new
+        self.tally.publications += 1
         awaiting = member.awaiting_echo
         if awaiting and awaiting[0] <= last:
             while awaiting and awaiting[0] <= last:
@@ -772,6 +773,7 @@ class Worker:
             accepted_in_window=end[1] - start[1],
             deliveries=tally.deliveries,
             deliveries_in_window=end[2] - start[2],
+            publications=tally.publications,
             expected=expected,
             received=received,
             recovered=recovered,

@@ -24,6 +24,7 @@ def result(latencies_us: list[int], **changes: object) -> WorkerResult:
         "accepted_in_window": 90,
         "deliveries": 300,
         "deliveries_in_window": 270,
+        "publications": 60,
         "expected": 303,
         "received": 300,
         "recovered": 3,
@@ -67,6 +68,7 @@ def test_workers_add_up_and_latency_merges() -> None:
     )
     assert figures.accepted_per_s == 90.0
     assert figures.deliveries_per_s == 270.0
+    assert figures.events_per_publication == 5.0, "600 deliveries in 120 publications"
     assert figures.expected == 606 and figures.delivered == 606 and figures.lost == 0
     assert figures.send_errors == {"rate_limited": 3}
     assert figures.latency_ms["p50"] == 1.0
