@@ -43,6 +43,8 @@ def check_name(field: str, value: str) -> None:
         raise InvalidName(f"{field} must not be empty")
     if len(value) > MAX_NAME_CHARS:
         raise InvalidName(f"{field} is longer than {MAX_NAME_CHARS} characters")
+    if value.isascii() and value.isprintable() and " " not in value:
+        return  # the common case, without the Unicode tables: printable ASCII but the space
     if unicodedata.normalize("NFC", value) != value:
         raise InvalidName(f"{field} must be in Unicode normal form C")
     if unicodedata.category(value[0]).startswith("M"):
