@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import resource
+import secrets
 import signal
 import time
 from collections import deque
@@ -231,6 +232,8 @@ class Worker:
         self._last_progress = 0.0
         self._last_ping_sweep = 0.0
         self._decrypt_every = config.decrypt_interval
+        self._run_tag = secrets.token_hex(4)
+        """Makes this run's msg_ids new to a broker that kept an earlier run's messages."""
         self._size = config.size
 
     def _socket(self, kind: int, keys: CurveKeys) -> zmq.Socket[bytes]:
@@ -259,9 +262,10 @@ class Worker:
         member.next_id += 1
         member.pending[request_id] = "send"
         text = message_text(time.time_ns() // 1000, member.spec.index, self._size)
-        frame = msgpack.packb(
-            {"v": 1, "id": request_id, "op": "send", "args": {"room": member.room, "text": text}}
-        )
+        # A msg_id like the real client's, so the broker does its deduplication work too.
+        msg_id = f"{self._run_tag}.{member.spec.index:x}.{request_id:x}"
+        args = {"room": member.room, "text": text, "msg_id": msg_id}
+        frame = msgpack.packb({"v": 1, "id": request_id, "op": "send", "args": args})
         member.last_request = time.monotonic()
         member.in_flight += 1
         self.tally.sent += 1
