@@ -33,7 +33,12 @@ from typing import Any, ClassVar
 import msgpack
 import zmq
 
-from zchat.client.sockets import CurveKeys
+from zchat.client.sockets import (
+    HEARTBEAT_IVL_MS,
+    HEARTBEAT_TIMEOUT_MS,
+    CurveKeys,
+    make_curve_client,
+)
 from zchat.protocol import (
     CannotOpen,
     Event,
@@ -238,12 +243,10 @@ class Worker:
 
     def _socket(self, kind: int, keys: CurveKeys) -> zmq.Socket[bytes]:
         socket: zmq.Socket[bytes] = self.context.socket(kind)
-        socket.setsockopt(zmq.CURVE_SERVERKEY, keys.server_key.encode("ascii"))
-        socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
-        socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
+        make_curve_client(socket, keys)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.HEARTBEAT_IVL, 2_000)
-        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6_000)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         if kind == zmq.SUB:
             socket.setsockopt(zmq.RCVHWM, 0)
         return socket
