@@ -78,10 +78,12 @@ def receiver(
             break
         for socket, _ in poller.poll(10):
             for _ in range(256):
-                try:
-                    socket.recv_multipart(zmq.NOBLOCK)
+                try:  # frame by frame, as the load generator receives
+                    topic_frame = socket.recv(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                if topic_frame.more:
+                    socket.recv()
                 count += 1
     control.send(("done", counts["end"] - counts.get("start", 0)))
     for subscriber in subscribers:
