@@ -65,6 +65,11 @@ KEY_SERVICE_MAXMSGSIZE = 1024
 PRUNE_BATCH = 1_000
 """Events deleted per step of pruning; each step is a short pause for the event loop."""
 PRUNE_INTERVAL_S = 300
+ZMQ_ZERO_COPY_RECV = 10
+"""libzmq's context option for zero-copy receive (pyzmq has no name for it). Off, each
+message is copied out of its connection's read buffer; on, a CURVE message keeps that
+~18 KiB buffer alive while it waits and the next read allocates another, which was a
+quarter of an idle client's memory on the broker (benchmarks/idle_floor.py)."""
 
 
 def now_ms() -> int:
@@ -340,6 +345,8 @@ async def run_broker(
     """Run a broker until ``stop`` is set; closes sockets, context and database on the way out."""
     keys = load_or_create_keys(config.resolved_data_dir)
     context = zmq.asyncio.Context()
+    with contextlib.suppress(zmq.ZMQError):  # a libzmq without the option keeps its default
+        context.set(ZMQ_ZERO_COPY_RECV, 0)
     router = context.socket(zmq.ROUTER)
     publisher = context.socket(zmq.PUB)
     key_service = context.socket(zmq.ROUTER)
