@@ -167,7 +167,9 @@ class ChatClient:
         self._connection = Connection(
             self._new_dealer(), self._on_private_event, timeout, self._on_disconnect
         )
-        subscriber = open_socket(self._context, zmq.SUB, CurveKeys.for_broker(server_key))
+        subscriber = open_socket(
+            self._context, zmq.SUB, CurveKeys.for_broker(server_key), heartbeats=False
+        )
         for option, value in (sub_options or {}).items():
             subscriber.setsockopt(option, value)
         self._subscriber = Subscriber(

@@ -15,6 +15,10 @@ HEARTBEAT_TIMEOUT_MS = 6_000
 HEARTBEAT_TTL_MS = 6_000
 LINGER_MS = 200
 """Long enough to flush a last request on close, short enough never to hang an exit."""
+TCP_KEEPALIVE_IDLE_S = 10
+TCP_KEEPALIVE_INTVL_S = 5
+TCP_KEEPALIVE_CNT = 3
+"""A dead connection without ZMTP heartbeats is noticed by the kernel in about 25 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +46,32 @@ def make_curve_client(socket: zmq.Socket[Any], keys: CurveKeys) -> None:
 
 
 def open_socket(
-    context: zmq.asyncio.Context, socket_type: int, keys: CurveKeys | None = None
+    context: zmq.asyncio.Context,
+    socket_type: int,
+    keys: CurveKeys | None = None,
+    *,
+    heartbeats: bool = True,
 ) -> zmq.asyncio.Socket:
-    """A socket with ZMTP heartbeats (dead TCP peers are noticed), a short linger, and
-    CurveZMQ encryption when ``keys`` are given (the broker's sockets require it)."""
+    """A socket that notices a dead broker, with a short linger and CurveZMQ encryption
+    when ``keys`` are given (the broker's sockets require it).
+
+    With ``heartbeats`` it uses ZMTP heartbeats; without, TCP keepalive. A socket the
+    application may stop reading (the SUB, when the event feed is full) must not use
+    ZMTP heartbeats: libzmq 4.3 cannot read pings behind a full receive queue, drops
+    the connection after the timeout, and can abort on the reconnect (libzmq #3937).
+    """
     socket = context.socket(socket_type)
     socket.setsockopt(zmq.IPV6, 1)  # dual stack: a broker at an IPv6 address is reachable too
     if keys is not None:
         make_curve_client(socket, keys)
     socket.setsockopt(zmq.LINGER, LINGER_MS)
-    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    if heartbeats:
+        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TTL_MS)
+    else:
+        socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_IDLE_S)
+        socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, TCP_KEEPALIVE_INTVL_S)
+        socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, TCP_KEEPALIVE_CNT)
     return socket
