@@ -61,6 +61,7 @@ CEILING = ["--rooms", "10", "--members", "50", "--size", "100", "--duration", "5
 FIGURES = (
     ("accepted_per_s", "accepted msg/s"),
     ("deliveries_per_s", "deliveries/s"),
+    ("events_per_publication", "events per publication"),
     ("latency_ms.p50", "p50 ms"),
     ("latency_ms.p99", "p99 ms"),
     ("latency_ms.p999", "p99.9 ms"),

@@ -338,7 +338,8 @@ def throttle_hint(figures: Figures, spawned: bool) -> str | None:
     "--decrypt-every",
     type=int,
     default=0,
-    help="Open one delivery in N for latency [default: 1, or 8 with --saturate].",
+    help="Open one delivery in N for latency and integrity [default: 8]; every one is "
+    "still received and seq-checked.",
 )
 @click.option(
     "--login-storm",

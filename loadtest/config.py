@@ -22,6 +22,8 @@ DEFAULT_PASSWORD = "zchat-load-password"  # noqa: S105 (load accounts only, docu
 """Password of the load accounts unless ``--password``/``ZCHAT_LOAD_PASSWORD`` says otherwise."""
 CLIENTS_PER_PROCESS = 300
 """A worker process simulates about this many members at most (by default)."""
+DECRYPT_EVERY = 8
+"""By default one delivery in this many is opened for latency and integrity."""
 
 
 class ConfigError(ValueError):
@@ -126,9 +128,11 @@ class LoadConfig:
 
     @property
     def decrypt_interval(self) -> int:
+        """Open one delivery in this many for latency and integrity (every one is still
+        received and seq-checked); a sample keeps the generator off the critical path."""
         if self.decrypt_every:
             return self.decrypt_every
-        return 8 if self.saturate else 1
+        return DECRYPT_EVERY
 
     @property
     def login_concurrency(self) -> int:

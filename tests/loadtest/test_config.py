@@ -54,9 +54,10 @@ def test_rate_zero_means_idle_clients() -> None:
     assert not config().idle
 
 
-def test_saturation_samples_fewer_deliveries_for_latency() -> None:
-    assert config().decrypt_interval == 1
+def test_a_sample_of_deliveries_is_opened_for_latency_unless_asked_otherwise() -> None:
+    assert config().decrypt_interval == 8
     assert config(rate=None, saturate=True).decrypt_interval == 8
+    assert config(decrypt_every=1).decrypt_interval == 1
     assert config(decrypt_every=3).decrypt_interval == 3
 
 
