@@ -303,8 +303,8 @@ def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
             request.msg_id,
         )
     except DuplicateMessage as duplicate:
-        [original] = ctx.state.storage.events(room.name, duplicate.number, duplicate.number, 1)
-        return {"room": room.name, "seq": original.seq, "ts_ms": original.ts_ms, "duplicate": True}
+        original = {"seq": duplicate.number, "ts_ms": duplicate.ts_ms}
+        return {"room": room.name, **original, "duplicate": True}
     return {"room": room.name, "seq": seq, "ts_ms": ctx.now_ms, "duplicate": False}
 
 
@@ -337,8 +337,8 @@ def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
     try:
         number = state.storage.add_direct(stored)
     except DuplicateMessage as duplicate:
-        return {"id": duplicate.number, "user": account.name, "ts_ms": ctx.now_ms,
-                "duplicate": True}  # fmt: skip
+        original = {"id": duplicate.number, "ts_ms": duplicate.ts_ms}
+        return {**original, "user": account.name, "duplicate": True}
     event = Direct(number, sender.user, account.name, ctx.now_ms, request.text)
     recipients = state.sessions_by_user.get(name_key(account.name), {})
     if recipients:

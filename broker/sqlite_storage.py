@@ -148,7 +148,7 @@ class SqliteStorage:
             (room_id, event.seq, event.kind, event.user, event.ts_ms, event.text,
              event.msg_id or None),
             event.msg_id,
-            "SELECT seq FROM events WHERE room_id = ? AND user = ? AND msg_id = ?",
+            "SELECT seq, ts_ms FROM events WHERE room_id = ? AND user = ? AND msg_id = ?",
             (room_id, event.user, event.msg_id),
         )  # fmt: skip
 
@@ -179,7 +179,7 @@ class SqliteStorage:
             (message.sender, name_key(message.recipient), message.recipient, message.ts_ms,
              message.text, message.msg_id or None),
             message.msg_id,
-            "SELECT id FROM directs WHERE sender = ? AND msg_id = ?",
+            "SELECT id, ts_ms FROM directs WHERE sender = ? AND msg_id = ?",
             (message.sender, message.msg_id),
         )  # fmt: skip
         assert cursor.lastrowid is not None
@@ -194,13 +194,13 @@ class SqliteStorage:
         key: tuple[object, ...],
     ) -> sqlite3.Cursor:
         """Insert a message row; if its sender already stored ``msg_id`` (the unique index
-        refuses the row), raise `DuplicateMessage` with the earlier row's number."""
+        refuses the row), raise `DuplicateMessage` with the earlier row's number and time."""
         try:
             return self._db.execute(insert, row)
         except sqlite3.IntegrityError as exc:
             earlier = self._db.execute(find_earlier, key).fetchone() if msg_id else None
             if earlier:
-                raise DuplicateMessage(earlier[0]) from exc
+                raise DuplicateMessage(earlier[0], earlier[1]) from exc
             raise StorageError(f"cannot store message: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"cannot store message: {exc}") from exc

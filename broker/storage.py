@@ -56,11 +56,13 @@ class StoredDirect:
 
 
 class DuplicateMessage(Exception):
-    """The sender already stored a message with this ``msg_id``; ``number`` is its seq or id."""
+    """The sender already stored a message with this ``msg_id``; ``number`` is its seq or id
+    and ``ts_ms`` the time it was accepted, so a retry is answered as the original was."""
 
-    def __init__(self, number: int) -> None:
-        super().__init__(number)
+    def __init__(self, number: int, ts_ms: int) -> None:
+        super().__init__(number, ts_ms)
         self.number = number
+        self.ts_ms = ts_ms
 
 
 class Storage(Protocol):
@@ -168,7 +170,7 @@ class MemoryStorage:
         if event.msg_id:
             for earlier in stream:
                 if (earlier.user, earlier.msg_id) == (event.user, event.msg_id):
-                    raise DuplicateMessage(earlier.seq)
+                    raise DuplicateMessage(earlier.seq, earlier.ts_ms)
         stream.append(event)
 
     def events(self, room: str, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
@@ -188,7 +190,7 @@ class MemoryStorage:
         if message.msg_id:
             for earlier in self._directs.values():
                 if (earlier.sender, earlier.msg_id) == (message.sender, message.msg_id):
-                    raise DuplicateMessage(earlier.id)
+                    raise DuplicateMessage(earlier.id, earlier.ts_ms)
         number = next(self._direct_ids)
         self._directs[number] = replace(message, id=number)
         return number

@@ -116,7 +116,7 @@ def test_message_ids_deduplicate_across_a_reopen_per_user(tmp_path: Path) -> Non
     reopened = SqliteStorage(path)
     with pytest.raises(DuplicateMessage) as duplicate:
         reopened.append_event(StoredEvent("room1", 5, "msg", "alice", 2, "hi", msg_id="m1"))
-    assert duplicate.value.number == 1
+    assert (duplicate.value.number, duplicate.value.ts_ms) == (1, 1)
     reopened.close()
 
 
@@ -139,8 +139,9 @@ def test_direct_messages_and_resume_tokens_survive_a_reopen(tmp_path: Path) -> N
     store = SqliteStorage(path)
     first = store.add_direct(StoredDirect(0, "alice", "Bob", 1, "one", msg_id="d1"))
     second = store.add_direct(StoredDirect(0, "alice", "Bob", 2, "two"))
-    with pytest.raises(DuplicateMessage):
+    with pytest.raises(DuplicateMessage) as duplicate:
         store.add_direct(StoredDirect(0, "alice", "Bob", 3, "one again", msg_id="d1"))
+    assert (duplicate.value.number, duplicate.value.ts_ms) == (first, 1)
     store.add_resume_token("hash-1", "alice", expires_ms=10_000)
     store.close()
 
