@@ -20,7 +20,7 @@ DEFAULT_SIZE = 100
 DEFAULT_WINDOW = 8
 DEFAULT_PASSWORD = "zchat-load-password"  # noqa: S105 (load accounts only, documented)
 """Password of the load accounts unless ``--password``/``ZCHAT_LOAD_PASSWORD`` says otherwise."""
-CLIENTS_PER_PROCESS = 300
+CLIENTS_PER_PROCESS = 500
 """A worker process simulates about this many members at most (by default)."""
 DECRYPT_EVERY = 8
 """By default one delivery in this many is opened for latency and integrity."""
@@ -119,11 +119,19 @@ class LoadConfig:
 
     @property
     def worker_count(self) -> int:
-        """Worker processes: as asked, else one per `CLIENTS_PER_PROCESS` members, at least
-        as many as there are cores, never more than members."""
+        """Worker processes: as asked; else one per `CLIENTS_PER_PROCESS` members and at
+        least one per core the run may take, never more than members.
+
+        A saturating run takes every core (it measures throughput). Any other run beside a
+        broker it spawned leaves that broker a core: it measures latency, and a generator
+        that crowds the broker's threads off the CPU measures its own scheduling instead.
+        """
         if self.processes:
             return min(self.processes, self.clients)
-        wanted = max(os.cpu_count() or 1, -(-self.clients // CLIENTS_PER_PROCESS))
+        cores = os.cpu_count() or 1
+        if self.spawn_broker and not self.saturate:
+            cores = max(cores - 1, 1)
+        wanted = max(cores, -(-self.clients // CLIENTS_PER_PROCESS))
         return min(wanted, self.clients)
 
     @property

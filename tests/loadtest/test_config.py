@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from zchat.loadtest.config import ConfigError, LoadConfig, assign, is_loopback
@@ -76,7 +78,16 @@ def test_every_member_is_placed_once_and_rooms_spread_over_workers() -> None:
 
 def test_never_more_workers_than_members() -> None:
     assert config(rooms=1, members=1, processes=8).worker_count == 1
-    assert config(rooms=50, members=100).worker_count >= 17
+    assert config(rooms=50, members=100).worker_count >= 10
+
+
+def test_a_latency_run_leaves_a_spawned_broker_a_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert config(rooms=10, members=50).worker_count == 3
+    assert config(rooms=10, members=50, rate=None, saturate=True).worker_count == 4
+    assert config(rooms=10, members=50, spawn_broker=False, host="127.0.0.1").worker_count == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert config(rooms=10, members=50).worker_count == 1
 
 
 def test_loopback_names() -> None:
