@@ -325,7 +325,13 @@ def throttle_hint(figures: Figures, spawned: bool) -> str | None:
 @click.option("--rate", type=float, default=None, help="Messages per second in total (0: idle).")
 @click.option("--saturate", is_flag=True, help="Send as fast as the broker accepts.")
 @click.option("--size", type=int, default=100, show_default=True, help="Bytes per message.")
-@click.option("--processes", type=int, default=0, help="Worker processes [default: enough].")
+@click.option(
+    "--processes",
+    type=int,
+    default=0,
+    help="Worker processes [default: one per 500 members, and one per core; a run that "
+    "does not saturate leaves a spawned broker a core].",
+)
 @click.option(
     "--window", type=int, default=8, show_default=True, help="Unanswered sends per member."
 )
