@@ -303,8 +303,12 @@ def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
             request.msg_id,
         )
     except DuplicateMessage as duplicate:
-        original = {"seq": duplicate.number, "ts_ms": duplicate.ts_ms}
-        return {"room": room.name, **original, "duplicate": True}
+        return {
+            "room": room.name,
+            "seq": duplicate.number,
+            "ts_ms": duplicate.ts_ms,
+            "duplicate": True,
+        }
     return {"room": room.name, "seq": seq, "ts_ms": ctx.now_ms, "duplicate": False}
 
 
@@ -337,8 +341,12 @@ def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
     try:
         number = state.storage.add_direct(stored)
     except DuplicateMessage as duplicate:
-        original = {"id": duplicate.number, "ts_ms": duplicate.ts_ms}
-        return {**original, "user": account.name, "duplicate": True}
+        return {
+            "id": duplicate.number,
+            "user": account.name,
+            "ts_ms": duplicate.ts_ms,
+            "duplicate": True,
+        }
     event = Direct(number, sender.user, account.name, ctx.now_ms, request.text)
     recipients = state.sessions_by_user.get(name_key(account.name), {})
     if recipients:
