@@ -11,6 +11,19 @@ import pytest
 from tests.processes import RunningBroker, start_broker
 
 
+@pytest.fixture(autouse=True)
+def own_config_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test, and every client it starts, gets an empty config directory.
+
+    Clients pin broker keys per host:port in ``known_brokers``; a test's random port may
+    be one an earlier run pinned with another key, so the user's own file is never read.
+    Tests that need a particular directory set ``XDG_CONFIG_HOME`` themselves.
+    """
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[RunningBroker]:
     """A real `zchat-broker` on free loopback ports with its own data dir.
