@@ -210,8 +210,10 @@ async def test_a_consumer_that_falls_far_behind_still_sees_everything_once_in_or
         for sender in senders:
             await sender.join("room1", history=0)
         joined = await slow.join("room1", history=0)
-        padding = "x" * 1000  # big enough that the queues on the way cannot hold it all
-        texts = [[f"{sender.user} {n} {padding}" for n in range(1500)] for sender in senders]
+        # 6 MB: more than the queues on the way hold (100 publications of up to 16 KiB
+        # each on the broker, a kernel send buffer of up to 4 MB), so some is dropped.
+        padding = "x" * 1000
+        texts = [[f"{sender.user} {n} {padding}" for n in range(3000)] for sender in senders]
         # The slow client reads nothing while thousands of messages go out.
         await asyncio.gather(
             *(
