@@ -114,7 +114,8 @@ def limit_options(command: Callable[..., None]) -> Callable[..., None]:
     type=click.IntRange(min=100),
     default=DEFAULT_PUB_HWM,
     show_default=True,
-    help="Room events queued per subscriber before ZeroMQ drops for that subscriber.",
+    help="Publications (each a batch of up to 256 room events, at most 16 KiB) queued per "
+    "subscriber before ZeroMQ drops for that subscriber.",
 )
 @click.option(
     "--show-key",

@@ -51,7 +51,8 @@ class BrokerConfig:
     limits: Limits = field(default_factory=Limits)
     retention: Retention = field(default_factory=Retention)
     pub_hwm: int = DEFAULT_PUB_HWM
-    """Room events queued per subscriber before ZeroMQ drops (bounds memory per slow reader)."""
+    """Publications (batches of room events, at most 16 KiB each) queued per subscriber before
+    ZeroMQ drops (bounds memory per slow reader)."""
     hash_workers: int = 2
     """Threads hashing passwords; each Argon2 hash holds 64 MiB while it runs."""
 
