@@ -15,9 +15,11 @@ from zchat.protocol.messages import Event
 TIMEOUT_MS = 10_000
 
 
-def secure(socket: zmq.Socket[bytes], server_key: str) -> zmq.Socket[bytes]:
-    """Make ``socket`` a CurveZMQ client of the broker, with a fresh key pair of its own."""
-    make_curve_client(socket, CurveKeys.for_broker(server_key))
+def secure(
+    socket: zmq.Socket[bytes], server_key: str, keys: CurveKeys | None = None
+) -> zmq.Socket[bytes]:
+    """Make ``socket`` a CurveZMQ client of the broker, with ``keys`` or a fresh key pair."""
+    make_curve_client(socket, keys or CurveKeys.for_broker(server_key))
     return socket
 
 
@@ -29,12 +31,20 @@ class WireClient:
         context: zmq.Context[zmq.Socket[bytes]],
         broker: RunningBroker,
         server_key: str | None = None,
+        *,
+        routing_id: bytes | None = None,
+        keys: CurveKeys | None = None,
     ) -> None:
-        """A CURVE client with the broker's key (or ``server_key``; "" for no CURVE at all)."""
+        """A CURVE client with the broker's key (or ``server_key``; "" for no CURVE at all).
+
+        A hostile test may choose the connection's ``routing_id`` (any peer can) and its
+        CURVE ``keys`` (to reuse a key pair on a second connection)."""
         self.dealer = context.socket(zmq.DEALER)
         key = broker.server_key if server_key is None else server_key
         if key:
-            secure(self.dealer, key)
+            secure(self.dealer, key, keys)
+        if routing_id is not None:
+            self.dealer.setsockopt(zmq.ROUTING_ID, routing_id)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
         self.dealer.connect(broker.endpoint)
