@@ -43,3 +43,19 @@ def admit_registration(state: BrokerState, peer: str, now_ms: int) -> None:
     if empty is not None:
         seconds = max(1, empty.wait_ms() // 1000)
         raise TooManyAttempts(f"too many registrations from your address; retry in {seconds} s")
+
+
+def admit_resume(state: BrokerState, peer: str, now_ms: int) -> None:
+    """Raises `TooManyAttempts` when this address has tried too many bad resume tokens
+    (or failed too many logins): a token is a credential, guessed like a password."""
+    limits = state.settings.limits
+    if state.login_failures_by_address.count(peer, now_ms) >= limits.login_max_failures:
+        minutes = max(1, limits.login_window_ms // 60_000)
+        raise TooManyAttempts(
+            f"too many failed attempts; try again in {minutes} minute{'s' * (minutes > 1)}"
+        )
+
+
+def record_bad_token(state: BrokerState, peer: str, now_ms: int) -> None:
+    """Count a bad resume token against the address that tried it."""
+    state.login_failures_by_address.fail(peer, now_ms)

@@ -61,8 +61,16 @@ from zchat.protocol.limits import (
 )
 from zchat.protocol.validation import name_key
 
-from .admission import record_login
-from .membership import end_session, find_or_create_room, join_room, leave_room, publish_event
+from .admission import admit_resume, record_bad_token, record_login
+from .membership import (
+    bind_session,
+    end_session,
+    find_or_create_room,
+    join_room,
+    leave_room,
+    publish_event,
+    unbind_session,
+)
 from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
 from .storage import DuplicateMessage, StoredDirect, StoredEvent
@@ -169,25 +177,39 @@ def handle_login(ctx: Context, request: CheckedLogin) -> dict[str, Any]:
 
 
 def handle_resume(ctx: Context, request: Resume) -> dict[str, Any]:
-    """resume {token} -> {user, session, resume, unread}"""
+    """resume {token} -> {user, session, resume, unread}
+
+    A token is single-use: the reply carries the next one, and the session the token
+    belonged to, if it is still live, moves to this connection (its rooms with it), so
+    one login is at most one live session however often its token is replayed.
+    """
     if ctx.session is not None:
         raise AlreadyLoggedIn(f"this connection is already logged in as {ctx.session.user}")
-    user = ctx.state.storage.use_resume_token(
-        token_hash(request.token), ctx.now_ms, ctx.now_ms + RESUME_TOKEN_TTL_MS
-    )
+    state, peer = ctx.state, ctx.connection.peer
+    admit_resume(state, peer, ctx.now_ms)
+    used = token_hash(request.token)
+    user = state.storage.use_resume_token(used, ctx.now_ms, ctx.now_ms + RESUME_TOKEN_TTL_MS)
     if user is None:
+        record_bad_token(state, peer, ctx.now_ms)
         raise BadResumeToken("that session cannot be resumed; log in with your password")
-    logger.info("%s resumed a session from <%s>", user, ctx.connection.peer)
-    return start_session(ctx, user, request.token)
+    session = state.sessions_by_token.get(used)
+    if session is None or session.connection.peer != peer:
+        check_session_room(state, peer)  # before the token is spent
+    token = state.new_token()
+    state.storage.revoke_resume_token(used)
+    state.storage.add_resume_token(token_hash(token), user, ctx.now_ms + RESUME_TOKEN_TTL_MS)
+    logger.info("%s resumed a session from <%s>", user, peer)
+    if session is None:
+        return start_session(ctx, user, token)
+    take_over(state, session, ctx.connection, token_hash(token), ctx.now_ms, ctx.outbox)
+    return session_reply(state, session, token)
 
 
 def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
     """Bind a new session for ``user`` to the caller's connection (login and resume)."""
     state, peer = ctx.state, ctx.connection.peer
     limits = state.settings.limits
-    sessions_here = state.sessions_per_peer.get(peer, 0)
-    if sessions_here >= limits.sessions_per_address:
-        raise LimitReached(f"at most {limits.sessions_per_address} sessions per address")
+    check_session_room(state, peer)
     session = Session(
         state.new_session_id(),
         user,
@@ -196,23 +218,51 @@ def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
         send_bucket=TokenBucket.full(limits.message_rate, limits.message_burst, ctx.now_ms),
         resume_hash=token_hash(token),
     )
-    state.sessions[ctx.connection.routing_id] = session
+    bind_session(state, session)
     state.sessions_by_user.setdefault(name_key(user), {})[session.session_id] = session
-    state.sessions_per_peer[peer] = sessions_here + 1
-    state.expired.pop(ctx.connection.routing_id, None)
+    return session_reply(state, session, token)
+
+
+def session_reply(state: BrokerState, session: Session, token: str) -> dict[str, Any]:
     return {
-        "user": user,
+        "user": session.user,
         "session": session.session_id,
         "resume": token,
-        "unread": state.storage.count_undelivered(user),
+        "unread": state.storage.count_undelivered(session.user),
     }
+
+
+def check_session_room(state: BrokerState, peer: str) -> None:
+    """`LimitReached` if ``peer`` holds as many sessions as one address may."""
+    limit = state.settings.limits.sessions_per_address
+    if state.sessions_per_peer.get(peer, 0) >= limit:
+        raise LimitReached(f"at most {limit} sessions per address")
+
+
+def take_over(
+    state: BrokerState,
+    session: Session,
+    connection: Connection,
+    resume_hash: str,
+    now_ms: int,
+    outbox: list[Outgoing],
+) -> None:
+    """Move a live session to ``connection`` under a new token; its old connection is told
+    (if anyone is still there) and hears nothing of the session again."""
+    old = session.connection
+    unbind_session(state, session)
+    outbox.append(Unicast(old.routing_id, SessionEnded(reason="replaced")))
+    session.connection = connection
+    session.resume_hash = resume_hash
+    session.last_seen_ms = now_ms
+    bind_session(state, session)
 
 
 def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
     """logout {} -> {rooms: [left]}"""
     session = ctx.member
     rooms = end_session(ctx.state, session, ctx.now_ms, ctx.outbox)
-    ctx.state.storage.revoke_resume_token(session.resume_hash)
+    ctx.state.storage.revoke_resume_token(session.resume_hash)  # this session's token only
     logger.info("%s logged out from <%s>", session.user, ctx.connection.peer)
     return {"rooms": rooms}
 
@@ -407,13 +457,13 @@ def dispatch(
 ) -> list[Outgoing]:
     """Run one decoded request; returns the reply and everything else to send."""
     outbox: list[Outgoing] = []
-    session = state.sessions.get(connection.routing_id)
+    session = session_of(state, connection, now_ms, outbox)
     ctx = Context(state, connection, now_ms, session, outbox)
     reply: Result | Failure
     try:
         handler = HANDLERS[type(request)]
         if request.NEEDS_SESSION and session is None:
-            if connection.routing_id in state.expired:
+            if (connection.routing_id, connection.client_key) in state.expired:
                 raise SessionExpired("your session expired; log in again")
             raise NotLoggedIn(f"log in before {request.OP}")
         if session is not None:
@@ -428,15 +478,36 @@ def dispatch(
     return outbox
 
 
+def session_of(
+    state: BrokerState, connection: Connection, now_ms: int, outbox: list[Outgoing]
+) -> Session | None:
+    """The caller's session: the one on its routing id, if its CURVE key is the caller's.
+
+    A routing id with another key means the session's own connection is gone (libzmq
+    ignores a second connection claiming an id in use) and someone else took the id:
+    that session ends as if its lease had run out (its token still resumes it) and the
+    caller learns nothing of it.
+    """
+    session = state.sessions.get(connection.routing_id)
+    if session is None or session.connection.client_key == connection.client_key:
+        return session
+    end_session(state, session, now_ms, outbox)
+    logger.warning(
+        "%s's session ended: another key from <%s> claimed its connection's routing id",
+        session.user,
+        connection.peer,
+    )
+    return None
+
+
 def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
     """End every session not heard from within the lease; members see each one leave."""
     outbox: list[Outgoing] = []
     deadline = now_ms - state.settings.lease_ms
     for session in [s for s in state.sessions.values() if s.last_seen_ms < deadline]:
         end_session(state, session, now_ms, outbox)
-        routing_id = session.connection.routing_id
-        state.remember_expired(routing_id)
-        outbox.append(Unicast(routing_id, SessionEnded(reason="expired")))
+        state.remember_expired(session.connection)
+        outbox.append(Unicast(session.connection.routing_id, SessionEnded(reason="expired")))
         logger.info("%s timed out from <%s>", session.user, session.connection.peer)
     return outbox
 

@@ -117,13 +117,28 @@ def end_session(
         room = state.rooms[key]
         leave_room(state, session, room, now_ms, outbox)
         left.append(room.name)
-    del state.sessions[session.connection.routing_id]
+    unbind_session(state, session)
     user_key = name_key(session.user)
     del state.sessions_by_user[user_key][session.session_id]
     if not state.sessions_by_user[user_key]:
         del state.sessions_by_user[user_key]
-    peer = session.connection.peer
-    remaining = state.sessions_per_peer.pop(peer) - 1
-    if remaining:
-        state.sessions_per_peer[peer] = remaining
     return left
+
+
+def bind_session(state: BrokerState, session: Session) -> None:
+    """Index a session by its connection, its resume token and its address."""
+    connection = session.connection
+    state.sessions[connection.routing_id] = session
+    state.sessions_by_token[session.resume_hash] = session
+    state.sessions_per_peer[connection.peer] = state.sessions_per_peer.get(connection.peer, 0) + 1
+    state.expired.pop((connection.routing_id, connection.client_key), None)
+
+
+def unbind_session(state: BrokerState, session: Session) -> None:
+    """Undo `bind_session`: nothing reaches the session's connection through the indexes."""
+    connection = session.connection
+    del state.sessions[connection.routing_id]
+    state.sessions_by_token.pop(session.resume_hash, None)
+    remaining = state.sessions_per_peer.pop(connection.peer) - 1
+    if remaining:
+        state.sessions_per_peer[connection.peer] = remaining

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
+import secrets
 import sys
 import threading
 import time
@@ -50,6 +52,7 @@ from .passwords import PasswordHasher
 from .publishing import seal_batches
 from .sqlite_storage import SqliteStorage
 from .state import BrokerSettings, BrokerState, Connection
+from .zap import ZapHandler
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +208,12 @@ class BrokerShell:
         except ZchatError as error:
             return [Unicast(routing_id, Failure(envelope.request_id, error))]
         assert envelope.request_id is not None
+        client_key = _client_key(body)
         session = self.state.sessions.get(routing_id)
-        connection = session.connection if session else Connection(routing_id, _peer_address(body))
+        if session is not None and session.connection.client_key == client_key:
+            connection = session.connection
+        else:  # the core's `session_of` decides what a routing id with another key means
+            connection = Connection(routing_id, _peer_address(body), client_key)
         if isinstance(request, Register | Login):
             return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
@@ -322,6 +329,23 @@ def _yield_to_the_loop() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
 
 
+def _client_key(frame: zmq.Frame) -> str:
+    """The CURVE public key (Z85) the ZAP handler vouched for on this frame's connection."""
+    return str(frame.get("User-Id"))
+
+
+def unpredictable_routing_ids() -> None:
+    """Seed the C library's ``rand``, from which libzmq picks where a ROUTER starts numbering
+    the peers that choose no routing id of their own.
+
+    Unseeded, that start is the same in every process (``0x6b8b4567``), so a stranger
+    could claim the ids the next honest peers will get; libzmq 4.3.5 aborts the process
+    when it hands out an id a peer already claimed. Call before creating the ROUTER.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).srand(ctypes.c_uint(secrets.randbits(32)))
+
+
 def _peer_address(frame: zmq.Frame) -> str:
     """The peer's IP address; IPv4 peers of a dual-stack socket read as plain IPv4."""
     try:
@@ -347,6 +371,9 @@ async def run_broker(
     context = zmq.asyncio.Context()
     with contextlib.suppress(zmq.ZMQError):  # a libzmq without the option keeps its default
         context.set(ZMQ_ZERO_COPY_RECV, 0)
+    zap = ZapHandler(zmq.Context.shadow(context.underlying))
+    zap.start()
+    unpredictable_routing_ids()
     router = context.socket(zmq.ROUTER)
     publisher = context.socket(zmq.PUB)
     key_service = context.socket(zmq.ROUTER)
@@ -401,6 +428,7 @@ async def run_broker(
         router.close(linger=1000)
         publisher.close(linger=1000)
         key_service.close(linger=0)
+        zap.stop()
         context.term()
         if storage is not None:
             storage.close()

@@ -24,11 +24,18 @@ EXPIRED_ROUTES_KEPT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """One DEALER connection as the ROUTER sees it."""
+    """One DEALER connection as the ROUTER sees it.
+
+    The routing id is chosen by the peer (any peer may claim any id once its owner has
+    gone), so it only says where to send; the CURVE key, which the peer cannot copy,
+    says who it is.
+    """
 
     routing_id: bytes
     peer: str
     """The peer's IP address, for the operator's log only."""
+    client_key: str = ""
+    """The connection's CURVE public key (Z85), as the ZAP handler vouched for it."""
 
 
 @dataclass(eq=False, slots=True)
@@ -44,7 +51,8 @@ class Session:
     rooms: set[str] = field(default_factory=set)
     """Keys (`name_key`) of the rooms this session is in."""
     resume_hash: str = field(default="", repr=False)
-    """Hash of the resume token this session was started with (revoked at logout)."""
+    """Hash of the session's current resume token (replaced at each resume, revoked at
+    logout)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -82,9 +90,12 @@ class BrokerState:
     new_session_id: Callable[[], str] = lambda: secrets.token_hex(16)
     new_token: Callable[[], str] = lambda: secrets.token_hex(32)
     sessions: dict[bytes, Session] = field(default_factory=dict)
-    """Live sessions by the routing id of their connection."""
-    expired: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
-    """Connections whose session the lease ended, so they hear `session_expired`."""
+    """Live sessions by the routing id of their connection (`session_of` checks the key)."""
+    sessions_by_token: dict[str, Session] = field(default_factory=dict)
+    """Live sessions by the hash of their resume token, so a resume takes its session over."""
+    expired: OrderedDict[tuple[bytes, str], None] = field(default_factory=OrderedDict)
+    """Connections (routing id and key) whose session the lease ended, so they hear
+    `session_expired`."""
     rooms: dict[str, Room] = field(default_factory=dict)
     """Every room by `name_key`."""
     rooms_by_topic: dict[bytes, Room] = field(default_factory=dict)
@@ -112,7 +123,7 @@ class BrokerState:
         self.rooms_by_topic[room.topic] = room
         return room
 
-    def remember_expired(self, routing_id: bytes) -> None:
-        self.expired[routing_id] = None
+    def remember_expired(self, connection: Connection) -> None:
+        self.expired[connection.routing_id, connection.client_key] = None
         if len(self.expired) > EXPIRED_ROUTES_KEPT:
             self.expired.popitem(last=False)

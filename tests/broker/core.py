@@ -35,8 +35,10 @@ class CoreHarness:
             )
         )
 
-    def connection(self, name: str) -> Connection:
-        return Connection(name.encode(), "127.0.0.1")
+    def connection(self, name: str, key: str | None = None, peer: str = "127.0.0.1") -> Connection:
+        """Connection ``name`` (its routing id), with the CURVE key ``key`` (one of its own
+        by default: a second key on the same routing id is another peer claiming it)."""
+        return Connection(name.encode(), peer, key or f"key-of-{name}")
 
     def send(self, conn: Connection, request: Request) -> list[Outgoing]:
         return dispatch(self.state, conn, next(self._ids), request, self.now_ms)
