@@ -486,6 +486,9 @@ class ChatClient:
                 self._apply(room, room.sequencer.live(opened))
         elif isinstance(event, Direct):
             self._feed.put(DirectReceived.of(event))
+        elif isinstance(event, SessionEnded) and event.reason == "replaced":
+            # Its token was used on another connection: there is nothing left to resume.
+            self._give_up("the session was taken up by another connection")
         elif isinstance(event, SessionEnded):
             self._trouble(f"the broker ended the session: {event.reason}")
         else:

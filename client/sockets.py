@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,18 @@ TCP_KEEPALIVE_IDLE_S = 10
 TCP_KEEPALIVE_INTVL_S = 5
 TCP_KEEPALIVE_CNT = 3
 """A dead connection without ZMTP heartbeats is noticed by the kernel in about 25 s."""
+ROUTING_ID_BYTES = 16
+
+
+def random_routing_id() -> bytes:
+    """A routing id nobody can guess, for one DEALER connection.
+
+    The broker's ROUTER addresses replies and private events by routing id; one that
+    libzmq assigns is a counter, which a stranger could claim once this connection is
+    gone and so receive what was still on its way to it. Never starts with a zero
+    byte (libzmq keeps those for the ids it assigns).
+    """
+    return b"z" + secrets.token_bytes(ROUTING_ID_BYTES - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +66,8 @@ def open_socket(
     heartbeats: bool = True,
 ) -> zmq.asyncio.Socket:
     """A socket that notices a dead broker, with a short linger and CurveZMQ encryption
-    when ``keys`` are given (the broker's sockets require it).
+    when ``keys`` are given (the broker's sockets require it); a DEALER gets a
+    `random_routing_id`.
 
     With ``heartbeats`` it uses ZMTP heartbeats; without, TCP keepalive. A socket the
     application may stop reading (the SUB, when the event feed is full) must not use
@@ -61,6 +75,8 @@ def open_socket(
     the connection after the timeout, and can abort on the reconnect (libzmq #3937).
     """
     socket = context.socket(socket_type)
+    if socket_type == zmq.DEALER:
+        socket.setsockopt(zmq.ROUTING_ID, random_routing_id())
     socket.setsockopt(zmq.IPV6, 1)  # dual stack: a broker at an IPv6 address is reachable too
     if keys is not None:
         make_curve_client(socket, keys)

@@ -38,6 +38,7 @@ from zchat.client.sockets import (
     HEARTBEAT_TIMEOUT_MS,
     CurveKeys,
     make_curve_client,
+    random_routing_id,
 )
 from zchat.protocol import (
     CannotOpen,
@@ -244,6 +245,8 @@ class Worker:
     def _socket(self, kind: int, keys: CurveKeys) -> zmq.Socket[bytes]:
         socket: zmq.Socket[bytes] = self.context.socket(kind)
         make_curve_client(socket, keys)
+        if kind == zmq.DEALER:
+            socket.setsockopt(zmq.ROUTING_ID, random_routing_id())
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
         socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
