@@ -7,6 +7,8 @@ connection had. These tests play such peers against a real broker.
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import time
 
 import zmq
@@ -160,3 +162,38 @@ def test_a_replayed_token_cannot_make_a_second_session(
     assert bob.ok(Members(room="room1"))["members"] == ["alice", "bob"]
     for client in (owner, bob, thief, again):
         client.close()
+
+
+FIRST_ASSIGNED_ID = """
+import sys, zmq
+from zchat.broker.server import unpredictable_routing_ids
+if sys.argv[1] == "seeded":
+    unpredictable_routing_ids()
+context = zmq.Context()
+router, dealer = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+dealer.connect(f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}")
+dealer.send(b"hi")
+assert router.poll(5000)
+print(router.recv_multipart()[0].hex())
+context.destroy(0)
+"""
+
+
+def first_assigned_id(how: str) -> str:
+    """The routing id a new process's first ROUTER gives the first peer choosing none."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_ASSIGNED_ID, how],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_where_libzmq_starts_numbering_peers_is_new_for_every_broker() -> None:
+    unseeded = f"00{UNSEEDED_FIRST_ID:08x}"
+    assert first_assigned_id("unseeded") == unseeded  # the same in every process
+    seeded = {first_assigned_id("seeded") for _ in range(3)}
+    assert unseeded not in seeded
+    assert len(seeded) == 3
