@@ -144,12 +144,16 @@ class Context:
 
     def messages(self) -> None:
         """Spend one message (a room or direct message) of the session's and account's budget."""
-        rate = self.state.settings.limits.message_rate
-        what = f"at most {rate:g} messages per second"
-        self.spend(
-            (self.member.send_bucket, what),
-            (self.account_bucket(self.state.messages_by_account), what + " per account"),
-        )
+        account = self.account_bucket(self.state.messages_by_account)
+        refused = take_all(self.now_ms, self.member.send_bucket, account)
+        if refused is not None:  # the words are made only for a refusal: this is the hot path
+            rate = self.state.settings.limits.message_rate
+            whose = " per account" if refused is account else ""
+            wait = refused.wait_ms()
+            raise RateLimited(
+                f"slow down: at most {rate:g} messages per second{whose}; retry in {wait} ms",
+                retry_ms=wait,
+            )
 
     def joined_room(self, name: str) -> Room:
         """A room the caller's session is in, or `NotMember`."""
