@@ -30,13 +30,32 @@ from .sqlite_storage import StorageError
 from .throttle import Limits
 
 LIMIT_OPTIONS: dict[str, tuple[click.ParamType[Any], str]] = {
-    "message_rate": (click.FloatRange(min=0.1), "Messages per second per session."),
-    "message_burst": (click.IntRange(min=1), "Messages a session may send at once."),
+    "message_rate": (
+        click.FloatRange(min=0.1),
+        "Room and direct messages per second, per session and per account (its sessions share).",
+    ),
+    "message_burst": (
+        click.IntRange(min=1),
+        "Messages a session (or account) may send at once.",
+    ),
+    "membership_rate": (
+        click.FloatRange(min=0.01),
+        "Joins and leaves per second per account.",
+    ),
+    "membership_burst": (click.IntRange(min=1), "Joins and leaves an account may make at once."),
+    "rooms_per_hour": (click.FloatRange(min=0.01), "Rooms one account may create per hour."),
+    "room_burst": (click.IntRange(min=1), "Rooms one account may create at once."),
+    "max_rooms": (click.IntRange(min=1), "Rooms the broker holds at most."),
     "login_free_failures": (
         click.IntRange(min=0),
-        "Failed logins per account or address answered without delay.",
+        "Failed logins answered without delay (per account, per address, per both).",
     ),
-    "login_max_failures": (click.IntRange(min=1), "Failed logins before too_many_attempts."),
+    "login_max_failures": (
+        click.IntRange(min=1),
+        "Failed logins for one account from one address, or from one address, before "
+        "too_many_attempts; an account's failures from elsewhere only delay, so strangers "
+        "cannot lock its owner out.",
+    ),
     "login_delay_ms": (click.IntRange(min=0), "First login delay; doubles per failure."),
     "login_max_delay_ms": (click.IntRange(min=0), "Longest login delay."),
     "login_window_ms": (click.IntRange(min=1000), "Failed logins are forgotten after this."),

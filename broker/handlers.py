@@ -13,6 +13,7 @@ Argon2 is too slow for the event loop.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 from zchat.protocol import (
     Direct,
     DirectMessage,
+    DmAck,
     Hello,
     History,
     Inbox,
@@ -74,12 +76,18 @@ from .membership import (
 from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
 from .storage import DuplicateMessage, StoredDirect, StoredEvent
-from .throttle import TokenBucket
+from .throttle import BucketTable, TokenBucket, take_all
 
 REPLY_EVENTS_BYTES = MAX_FRAME_BYTES - 4096
 """Room events one reply may carry, in bytes: the frame limit less room for the rest."""
 ROW_OVERHEAD_BYTES = 32
 """A generous bound on msgpack's framing of one ``[seq, kind, user, ts_ms, text]`` row."""
+
+DIRECT_OVERHEAD_BYTES = 64
+"""A generous bound on msgpack's framing of one inbox entry beyond its names and text."""
+ROOMS_PAGE = 256
+"""Rooms one `rooms` reply lists: 256 entries of at most 128 bytes of name and ~30 of
+framing stay far under the frame limit, however many rooms there are."""
 
 RESUME_TOKEN_TTL_MS = 7 * 24 * 3600 * 1000
 """A resume token unused for this long stops working."""
@@ -128,6 +136,32 @@ class Context:
         """The caller's session (dispatch guarantees one for session requests)."""
         assert self.session is not None
         return self.session
+
+    def spend(self, *budgets: tuple[TokenBucket, str]) -> None:
+        """Take one token of each (bucket, what it counts), or `RateLimited` taking none."""
+        refused = take_all(self.now_ms, *(bucket for bucket, _ in budgets))
+        if refused is None:
+            return
+        what = next(what for bucket, what in budgets if bucket is refused)
+        wait = refused.wait_ms()
+        raise RateLimited(f"slow down: {what}; retry in {wait} ms", retry_ms=wait)
+
+    def account_bucket(self, table: BucketTable) -> TokenBucket:
+        """The caller's account's bucket of ``table``: all its sessions share it."""
+        return table.bucket(name_key(self.member.user), self.now_ms)
+
+    def messages(self) -> None:
+        """Spend one message (a room or direct message) of the session's and account's budget."""
+        account = self.account_bucket(self.state.messages_by_account)
+        refused = take_all(self.now_ms, self.member.send_bucket, account)
+        if refused is not None:  # the words are made only for a refusal: this is the hot path
+            rate = self.state.settings.limits.message_rate
+            whose = " per account" if refused is account else ""
+            wait = refused.wait_ms()
+            raise RateLimited(
+                f"slow down: at most {rate:g} messages per second{whose}; retry in {wait} ms",
+                retry_ms=wait,
+            )
 
     def joined_room(self, name: str) -> Room:
         """A room the caller's session is in, or `NotMember`."""
@@ -268,21 +302,40 @@ def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
 
 
 def handle_rooms(ctx: Context, request: ListRooms) -> dict[str, Any]:
-    """rooms {} -> {rooms: [{name, members}]}"""
-    rooms = sorted(ctx.state.rooms.values(), key=lambda room: name_key(room.name))
-    return {"rooms": [{"name": room.name, "members": len(room.user_sessions)} for room in rooms]}
+    """rooms {after?} -> {rooms: [{name, members}], more}"""
+    state = ctx.state
+    if len(state.room_order) != len(state.rooms):  # a room was created (none are deleted)
+        state.room_order = sorted(state.rooms)
+    start = bisect.bisect_right(state.room_order, name_key(request.after)) if request.after else 0
+    page = [state.rooms[key] for key in state.room_order[start : start + ROOMS_PAGE]]
+    return {
+        "rooms": [{"name": room.name, "members": len(room.user_sessions)} for room in page],
+        "more": start + ROOMS_PAGE < len(state.room_order),
+    }
 
 
 def handle_join(ctx: Context, request: Join) -> dict[str, Any]:
     """join {room} -> {room, created, topic, kid, key, seq, members}"""
-    limit = ctx.state.settings.limits.rooms_per_session
-    if len(ctx.member.rooms) >= limit and name_key(request.room) not in ctx.member.rooms:
-        raise LimitReached(f"at most {limit} rooms at once; leave one first")
-    room, created = find_or_create_room(ctx.state, request.room)
-    join_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
+    state, key = ctx.state, name_key(request.room)
+    limits = state.settings.limits
+    if key not in ctx.member.rooms:  # joining again changes nothing and costs nothing
+        if len(ctx.member.rooms) >= limits.rooms_per_session:
+            raise LimitReached(f"at most {limits.rooms_per_session} rooms at once; leave one first")
+        budgets = [(ctx.account_bucket(state.memberships_by_account), "too many joins and leaves")]
+        if key not in state.rooms:
+            if len(state.rooms) >= limits.max_rooms:
+                raise LimitReached(
+                    f"the broker holds its most rooms ({limits.max_rooms}); join an existing one"
+                )
+            budgets.append(
+                (ctx.account_bucket(state.room_creations_by_account), "too many new rooms")
+            )
+        ctx.spend(*budgets)
+    room, created = find_or_create_room(state, request.room)
+    join_room(state, ctx.member, room, ctx.now_ms, ctx.outbox)
     snapshot = (
         fitting(
-            ctx.state.storage.events(
+            state.storage.events(
                 room.name, max(1, room.seq - request.history + 1), room.seq, request.history
             ),
             newest=True,
@@ -322,6 +375,7 @@ def fitting(events: list[StoredEvent], *, newest: bool = False) -> list[StoredEv
 def handle_leave(ctx: Context, request: Leave) -> dict[str, Any]:
     """leave {room} -> {room}"""
     room = ctx.joined_room(request.room)
+    ctx.spend((ctx.account_bucket(ctx.state.memberships_by_account), "too many joins and leaves"))
     leave_room(ctx.state, ctx.member, room, ctx.now_ms, ctx.outbox)
     return {"room": room.name}
 
@@ -335,12 +389,7 @@ def handle_members(ctx: Context, request: Members) -> dict[str, Any]:
 def handle_send(ctx: Context, request: Send) -> dict[str, Any]:
     """send {room, text} -> {room, seq, ts_ms}"""
     room = ctx.joined_room(request.room)
-    bucket = ctx.member.send_bucket
-    if not bucket.take(ctx.now_ms):
-        raise RateLimited(
-            f"slow down: at most {bucket.rate:g} messages per second; "
-            f"retry in {bucket.wait_ms()} ms"
-        )
+    ctx.messages()
     try:
         seq = publish_event(
             ctx.state,
@@ -384,6 +433,7 @@ def handle_history(ctx: Context, request: History) -> dict[str, Any]:
 def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
     """dm {user, text, msg_id} -> {id, user, ts_ms, duplicate}"""
     state, sender = ctx.state, ctx.member
+    ctx.messages()
     account = state.storage.account(request.user)
     if account is None:
         raise NoSuchUser(f"there is no user {request.user}")
@@ -397,10 +447,10 @@ def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
             "ts_ms": duplicate.ts_ms,
             "duplicate": True,
         }
+    # Undelivered until a session of the recipient acknowledges it (dm_ack): a session whose
+    # client just died still looks alive until its lease ends.
     event = Direct(number, sender.user, account.name, ctx.now_ms, request.text)
     recipients = state.sessions_by_user.get(name_key(account.name), {})
-    if recipients:
-        state.storage.mark_delivered([number])
     copies = {**state.sessions_by_user.get(name_key(sender.user), {}), **recipients}
     copies.pop(sender.session_id, None)
     ctx.outbox.extend(Unicast(s.connection.routing_id, event) for s in copies.values())
@@ -408,19 +458,34 @@ def handle_dm(ctx: Context, request: DirectMessage) -> dict[str, Any]:
 
 
 def handle_inbox(ctx: Context, request: Inbox) -> dict[str, Any]:
-    """inbox {} -> {messages: [{id, sender, recipient, ts_ms, text}], more}"""
-    storage = ctx.state.storage
-    waiting = storage.undelivered(ctx.member.user, MAX_HISTORY_PAGE + 1)
-    page = waiting[:MAX_HISTORY_PAGE]
-    storage.mark_delivered([message.id for message in page])
+    """inbox {after?} -> {messages: [{id, sender, recipient, ts_ms, text}], more}"""
+    storage, user = ctx.state.storage, ctx.member.user
+    waiting = storage.undelivered(user, MAX_HISTORY_PAGE + 1, after=max(request.after, 0))
+    page: list[StoredDirect] = []
+    budget = REPLY_EVENTS_BYTES
+    for message in waiting[:MAX_HISTORY_PAGE]:
+        budget -= DIRECT_OVERHEAD_BYTES + sum(
+            len(part.encode()) for part in (message.sender, message.recipient, message.text)
+        )
+        if budget < 0:
+            break
+        page.append(message)
+    if request.after < 0:  # an older client, which never acknowledges: delivered as sent
+        storage.mark_delivered([message.id for message in page], user)
     return {
         "messages": [
             {"id": m.id, "sender": m.sender, "recipient": m.recipient, "ts_ms": m.ts_ms,
              "text": m.text}
             for m in page
         ],
-        "more": len(waiting) > MAX_HISTORY_PAGE,
+        "more": len(page) < len(waiting),
     }  # fmt: skip
+
+
+def handle_dm_ack(ctx: Context, request: DmAck) -> dict[str, Any]:
+    """dm_ack {ids} -> {} (ids of messages to others, or unknown, are ignored)"""
+    ctx.state.storage.mark_delivered(request.ids, ctx.member.user)
+    return {}
 
 
 def handle_ping(ctx: Context, request: Ping) -> dict[str, Any]:
@@ -444,6 +509,7 @@ HANDLERS: dict[type[Request], Handler] = {
     Resume: handle_resume,
     DirectMessage: handle_dm,
     Inbox: handle_inbox,
+    DmAck: handle_dm_ack,
     Ping: handle_ping,
 }
 

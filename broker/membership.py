@@ -2,7 +2,9 @@
 
 Every change that takes someone out of a room replaces the room's key and hands
 the new one to the members who remain, so only current members can open what
-is published next.
+is published next. The replacement is made once per broker batch, however many
+sessions left the room in it (`schedule_rekey`, then `rotate_keys` as the batch
+ends): churn costs one key per member per batch, not one per leave.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def publish_event(
     seq = room.seq + 1
     state.storage.append_event(StoredEvent(room.name, seq, kind.value, user, now_ms, text, msg_id))
     room.seq = seq
-    outbox.append(RoomPost(room.topic, room.cipher, seq, (kind, user, now_ms, text)))
+    cipher = room.next_cipher or room.cipher  # after a leave: the key the leaver never gets
+    outbox.append(RoomPost(room.topic, cipher, seq, (kind, user, now_ms, text)))
     state.announcing[room.topic] = now_ms + ANNOUNCE_FOR_MS
     return seq
 
@@ -87,7 +90,8 @@ def join_room(
 def leave_room(
     state: BrokerState, session: Session, room: Room, now_ms: int, outbox: list[Outgoing]
 ) -> None:
-    """Take a session out of a room, rekey it, and announce the user's last session leaving."""
+    """Take a session out of a room, rekey it (as the batch ends), and announce the user's
+    last session leaving."""
     del room.sessions[session.session_id]
     session.rooms.discard(name_key(room.name))
     remaining = room.user_sessions[session.user] - 1
@@ -95,17 +99,34 @@ def leave_room(
         room.user_sessions[session.user] = remaining
     else:
         del room.user_sessions[session.user]
-    rotate_key(state, room, outbox)
+    schedule_rekey(state, room)
     if not remaining:
         publish_event(state, room, RoomEventKind.LEFT, session.user, now_ms, outbox)
         logger.info("%s left room [%s] from <%s>", session.user, room.name, session.connection.peer)
 
 
-def rotate_key(state: BrokerState, room: Room, outbox: list[Outgoing]) -> None:
-    """Give the room a new key and send it to each member session (over the ROUTER only)."""
-    room.cipher = RoomCipher(room.cipher.kid + 1, state.new_key())
-    event = RoomKey(room=room.name, kid=room.cipher.kid, key=room.cipher.key)
-    outbox.extend(Unicast(member.connection.routing_id, event) for member in room.sessions.values())
+def schedule_rekey(state: BrokerState, room: Room) -> None:
+    """Seal whatever the room posts from now on with a new key that nobody has yet
+    (`publish_event` uses it); `rotate_keys` hands it out when the batch ends."""
+    if room.next_cipher is None:
+        room.next_cipher = RoomCipher(room.cipher.kid + 1, state.new_key())
+        state.rekey_due[name_key(room.name)] = room
+
+
+def rotate_keys(state: BrokerState) -> list[Outgoing]:
+    """End of a batch: every room a session left takes its new key, sent (over the ROUTER
+    only) to each session in it now, so a session that left in the batch never gets it.
+
+    Called by the shell before it seals the batch's posts; unicasts leave before them.
+    """
+    outbox: list[Outgoing] = []
+    for room in state.rekey_due.values():
+        assert room.next_cipher is not None
+        room.cipher, room.next_cipher = room.next_cipher, None
+        event = RoomKey(room=room.name, kid=room.cipher.kid, key=room.cipher.key)
+        outbox.extend(Unicast(s.connection.routing_id, event) for s in room.sessions.values())
+    state.rekey_due.clear()
+    return outbox
 
 
 def end_session(

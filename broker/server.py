@@ -39,14 +39,14 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import LimitReached, MalformedFrame, UnknownOperation
+from zchat.protocol.errors import AlreadyLoggedIn, LimitReached, MalformedFrame, UnknownOperation
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
 from .keys import BrokerKeys, load_or_create_keys
-from .membership import announce_rooms
+from .membership import announce_rooms, rotate_keys
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
 from .passwords import PasswordHasher
 from .publishing import seal_batches
@@ -225,6 +225,8 @@ class BrokerShell:
         limits = self.state.settings.limits
         peer = connection.peer
         try:
+            if isinstance(request, Login) and connection.routing_id in self.state.sessions:
+                raise AlreadyLoggedIn("this connection is already logged in")  # before hashing
             if (
                 len(self._auth_tasks) >= limits.pending_auth_total
                 or self._pending_auth.get(peer, 0) >= limits.pending_auth_per_address
@@ -274,7 +276,8 @@ class BrokerShell:
         self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
 
     def commit_and_send(self, outbox: list[Outgoing]) -> None:
-        """Commit what the batch stored, then send its replies and publications."""
+        """Commit what the batch stored, then send its replies, new room keys and publications."""
+        outbox.extend(rotate_keys(self.state))  # once per room a session left in the batch
         if not outbox:
             return
         self.state.storage.commit()

@@ -205,11 +205,11 @@ class SqliteStorage:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot store message: {exc}") from exc
 
-    def undelivered(self, recipient: str, limit: int) -> list[StoredDirect]:
+    def undelivered(self, recipient: str, limit: int, after: int = 0) -> list[StoredDirect]:
         rows = self._db.execute(
             "SELECT id, sender, recipient, ts_ms, text, COALESCE(msg_id, '') FROM directs"
-            " WHERE recipient_key = ? AND delivered = 0 ORDER BY id LIMIT ?",
-            (name_key(recipient), limit),
+            " WHERE recipient_key = ? AND delivered = 0 AND id > ? ORDER BY id LIMIT ?",
+            (name_key(recipient), after, limit),
         )
         return [StoredDirect(*row) for row in rows]
 
@@ -220,8 +220,12 @@ class SqliteStorage:
         ).fetchone()
         return int(row[0])
 
-    def mark_delivered(self, ids: list[int]) -> None:
-        self._write_many("UPDATE directs SET delivered = 1 WHERE id = ?", [(i,) for i in ids])
+    def mark_delivered(self, ids: list[int], recipient: str) -> None:
+        key = name_key(recipient)
+        self._write_many(
+            "UPDATE directs SET delivered = 1 WHERE id = ? AND recipient_key = ? AND delivered = 0",
+            [(i, key) for i in ids],
+        )
 
     def add_resume_token(self, token_hash: str, user: str, expires_ms: int) -> None:
         self._write(

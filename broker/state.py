@@ -67,6 +67,9 @@ class Room:
     """Member sessions by session id."""
     user_sessions: dict[str, int] = field(default_factory=dict)
     """How many of its sessions each member user has here (a user is one member)."""
+    next_cipher: RoomCipher | None = None
+    """The key that replaces `cipher` at the end of this batch, because a session left: it
+    seals everything posted from the leave on, and reaches only who is still in then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +102,38 @@ class BrokerState:
     rooms: dict[str, Room] = field(default_factory=dict)
     """Every room by `name_key`."""
     rooms_by_topic: dict[bytes, Room] = field(default_factory=dict)
+    room_order: list[str] = field(default_factory=list)
+    """Every room's `name_key`, sorted, for paging `rooms` (rebuilt when one is added)."""
     sessions_by_user: dict[str, dict[str, Session]] = field(default_factory=dict)
     """Live sessions by `name_key` of their user, then session id (for direct messages)."""
     announcing: dict[bytes, int] = field(default_factory=dict)
     """Rooms (by topic) whose latest seq is announced, until the time given (ms)."""
     sessions_per_peer: dict[str, int] = field(default_factory=dict)
+    rekey_due: dict[str, Room] = field(default_factory=dict)
+    """Rooms (by `name_key`) with a `Room.next_cipher` to hand out when the batch ends."""
     login_failures_by_account: FailureCounter = field(init=False)
+    """Only ever delays a login: anyone can fail someone else's login."""
+    login_failures_by_account_address: FailureCounter = field(init=False)
     login_failures_by_address: FailureCounter = field(init=False)
     registrations_by_address: BucketTable = field(init=False)
+    messages_by_account: BucketTable = field(init=False)
+    memberships_by_account: BucketTable = field(init=False)
+    """Joins and leaves, by `name_key` of the account."""
+    room_creations_by_account: BucketTable = field(init=False)
 
     def __post_init__(self) -> None:
         limits = self.settings.limits
-        self.login_failures_by_account = FailureCounter(limits.login_window_ms, limits.tracked_keys)
-        self.login_failures_by_address = FailureCounter(limits.login_window_ms, limits.tracked_keys)
+        window, tracked = limits.login_window_ms, limits.tracked_keys
+        self.login_failures_by_account = FailureCounter(window, tracked)
+        self.login_failures_by_account_address = FailureCounter(window, tracked)
+        self.login_failures_by_address = FailureCounter(window, tracked)
+        self.messages_by_account = BucketTable(limits.message_rate, limits.message_burst, tracked)
+        self.memberships_by_account = BucketTable(
+            limits.membership_rate, limits.membership_burst, tracked
+        )
+        self.room_creations_by_account = BucketTable(
+            limits.rooms_per_hour / 3600, limits.room_burst, tracked
+        )
         self.registrations_by_address = BucketTable(
             limits.registrations_per_hour / 3600, limits.registration_burst, limits.tracked_keys
         )

@@ -107,13 +107,16 @@ class Storage(Protocol):
         """
         ...
 
-    def undelivered(self, recipient: str, limit: int) -> list[StoredDirect]:
-        """Direct messages to ``recipient`` not yet delivered, oldest first."""
+    def undelivered(self, recipient: str, limit: int, after: int = 0) -> list[StoredDirect]:
+        """Direct messages to ``recipient`` not yet delivered with an id over ``after``,
+        oldest first."""
         ...
 
     def count_undelivered(self, recipient: str) -> int: ...
 
-    def mark_delivered(self, ids: list[int]) -> None: ...
+    def mark_delivered(self, ids: list[int], recipient: str) -> None:
+        """Mark those of ``ids`` that are messages to ``recipient`` as delivered."""
+        ...
 
     def add_resume_token(self, token_hash: str, user: str, expires_ms: int) -> None: ...
 
@@ -195,18 +198,21 @@ class MemoryStorage:
         self._directs[number] = replace(message, id=number)
         return number
 
-    def undelivered(self, recipient: str, limit: int) -> list[StoredDirect]:
+    def undelivered(self, recipient: str, limit: int, after: int = 0) -> list[StoredDirect]:
         key = name_key(recipient)
         return [
             m for n, m in sorted(self._directs.items())
-            if name_key(m.recipient) == key and n not in self._delivered
+            if name_key(m.recipient) == key and n not in self._delivered and n > after
         ][:limit]  # fmt: skip
 
     def count_undelivered(self, recipient: str) -> int:
         return len(self.undelivered(recipient, limit=len(self._directs)))
 
-    def mark_delivered(self, ids: list[int]) -> None:
-        self._delivered.update(ids)
+    def mark_delivered(self, ids: list[int], recipient: str) -> None:
+        key = name_key(recipient)
+        self._delivered.update(
+            n for n in ids if n in self._directs and name_key(self._directs[n].recipient) == key
+        )
 
     def add_resume_token(self, token_hash: str, user: str, expires_ms: int) -> None:
         self._tokens[token_hash] = (user, expires_ms)

@@ -16,13 +16,26 @@ class Limits:
     """Every limit the broker enforces; each is a `zchat-broker` option."""
 
     message_rate: float = 20.0
-    """Messages per second one session may send, sustained."""
+    """Messages (room messages and direct messages together) per second, sustained, for
+    one session and for one account: all of an account's sessions share one budget."""
     message_burst: int = 40
-    """Messages one session may send at once before `message_rate` applies."""
+    """Messages one session (or account) may send at once before `message_rate` applies."""
+    membership_rate: float = 2.0
+    """Joins and leaves per second one account may make, sustained (all its sessions)."""
+    membership_burst: int = 150
+    """Joins and leaves at once: enough for two sessions to rejoin all their rooms."""
+    rooms_per_hour: float = 30.0
+    """Rooms one account may create per hour, sustained."""
+    room_burst: int = 10
+    max_rooms: int = 10_000
+    """Rooms the broker holds at most (rooms are never deleted); then no more are created."""
     login_free_failures: int = 3
-    """Failed logins (per account, and per address) answered without delay."""
+    """Failed logins answered without delay (counted per account and address, per address,
+    and per account)."""
     login_max_failures: int = 10
-    """Failed logins after which `too_many_attempts` is answered until the window passes."""
+    """Failed logins after which `too_many_attempts` is answered until the window passes:
+    per account from one address, and per address. The account as a whole is only ever
+    delayed, so strangers failing on purpose cannot lock its owner out."""
     login_delay_ms: int = 500
     """The first delay; it doubles with each further failure, up to `login_max_delay_ms`."""
     login_max_delay_ms: int = 8_000
@@ -60,12 +73,16 @@ class TokenBucket:
     def full(cls, rate: float, burst: int, now_ms: int) -> TokenBucket:
         return cls(rate, burst, float(burst), now_ms)
 
-    def take(self, now_ms: int) -> bool:
-        """Spend one token if there is one."""
+    def refill(self, now_ms: int) -> bool:
+        """Add the tokens earned since the last update; whether one is there to take."""
         elapsed = max(now_ms - self.updated_ms, 0)
         self.tokens = min(self.burst, self.tokens + elapsed * self.rate / 1000)
         self.updated_ms = now_ms
-        if self.tokens < 1:
+        return self.tokens >= 1
+
+    def take(self, now_ms: int) -> bool:
+        """Spend one token if there is one."""
+        if not self.refill(now_ms):
             return False
         self.tokens -= 1
         return True
@@ -73,6 +90,17 @@ class TokenBucket:
     def wait_ms(self) -> int:
         """How long until the next token, from the last update."""
         return max(0, int((1 - self.tokens) * 1000 / self.rate) + 1)
+
+
+def take_all(now_ms: int, *buckets: TokenBucket) -> TokenBucket | None:
+    """Spend one token of every bucket, or of none: None if allowed, else the bucket that
+    refused (the one to wait longest for), so a refusal never costs the caller a token."""
+    empty = [bucket for bucket in buckets if not bucket.refill(now_ms)]
+    if empty:
+        return max(empty, key=lambda bucket: bucket.wait_ms())
+    for bucket in buckets:
+        bucket.tokens -= 1
+    return None
 
 
 @dataclass(slots=True)
@@ -115,12 +143,17 @@ class BucketTable:
     capacity: int
     _buckets: OrderedDict[str, TokenBucket] = field(default_factory=OrderedDict)
 
-    def take(self, key: str, now_ms: int) -> TokenBucket | None:
-        """None if allowed; else the empty bucket (to say how long to wait)."""
+    def bucket(self, key: str, now_ms: int) -> TokenBucket:
+        """The bucket of ``key`` (a full one if it is new or was evicted)."""
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket.full(self.rate, self.burst, now_ms)
             while len(self._buckets) > self.capacity:
                 self._buckets.popitem(last=False)
         self._buckets.move_to_end(key)
+        return bucket
+
+    def take(self, key: str, now_ms: int) -> TokenBucket | None:
+        """None if allowed; else the empty bucket (to say how long to wait)."""
+        bucket = self.bucket(key, now_ms)
         return None if bucket.take(now_ms) else bucket

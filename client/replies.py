@@ -179,10 +179,12 @@ def parse_inbox(result: dict[str, Any]) -> tuple[list[DirectReceived], bool]:
     return messages, field(result, "more", bool)
 
 
-def parse_rooms(result: dict[str, Any]) -> list[RoomInfo]:
+def parse_rooms(result: dict[str, Any]) -> tuple[list[RoomInfo], bool]:
+    """The rooms of a ``rooms`` page, and whether more follow (a broker that does not
+    page says nothing: that is all of them)."""
     rooms = []
     for entry in field(result, "rooms", list):
         if not isinstance(entry, dict):
             raise MalformedFrame("each room must be a map")
         rooms.append(RoomInfo(field(entry, "name", str), field(entry, "members", int)))
-    return rooms
+    return rooms, optional(result, "more", False)

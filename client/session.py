@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,7 @@ import zmq.asyncio
 from zchat.protocol import (
     Direct,
     DirectMessage,
+    DmAck,
     Event,
     Hello,
     History,
@@ -52,7 +54,14 @@ from zchat.protocol import (
     ZchatError,
     room_topic,
 )
-from zchat.protocol.errors import FrameTooLarge, NotLoggedIn, NotMember, SessionExpired
+from zchat.protocol.errors import (
+    FrameTooLarge,
+    NotLoggedIn,
+    NotMember,
+    RateLimited,
+    SessionExpired,
+    UnknownOperation,
+)
 from zchat.protocol.limits import MAX_HISTORY_PAGE
 from zchat.protocol.validation import name_key
 
@@ -108,6 +117,13 @@ DEFAULT_HISTORY = 50
 
 TRANSIENT = (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired)
 """Failures a reconnect repairs: a request that met them can be made again after it."""
+
+SEEN_DIRECTS = 10_000
+"""Ids of direct messages remembered as shown, so one that comes again (as an event, then
+from the inbox when its acknowledgement was lost) is shown once."""
+
+REJOIN_WAIT_S = 1.0
+"""How long to wait before joining a room again when a rate-limited broker does not say."""
 
 
 def endpoint(host: str, port: int) -> str:
@@ -198,6 +214,10 @@ class ChatClient:
         self.repaired = 0
         """History pages fetched to fill gaps in room streams: a measure of what PUB/SUB
         dropped and the client repaired."""
+        self._seen_directs: OrderedDict[int, None] = OrderedDict()
+        self._unacked: list[int] = []
+        """Direct messages to this user shown or queued here, to acknowledge (`dm_ack`)."""
+        self._acker: asyncio.Task[None] | None = None
         self._closed = False
         self._timeout = timeout
         self._connect_timeout = connect_timeout
@@ -299,6 +319,10 @@ class ChatClient:
     async def logout(self) -> list[str]:
         """End this session (leaving every room); returns the rooms it left."""
         try:
+            if self._unacked:  # what was shown here counts as delivered first
+                ids, self._unacked = self._unacked[:MAX_HISTORY_PAGE], []
+                with contextlib.suppress(ZchatError):
+                    await self._connection.request(DmAck(ids))
             result = await self._connection.request(Logout())
         finally:
             await self._forget_session()
@@ -307,8 +331,15 @@ class ChatClient:
     # --- rooms ----------------------------------------------------------------------------
 
     async def rooms(self) -> list[RoomInfo]:
-        """Every room with its member count, sorted by name."""
-        return await self._connection.call(ListRooms(), parse_rooms)
+        """Every room with its member count, sorted by name (fetched page by page)."""
+        found: list[RoomInfo] = []
+        after = ""
+        while True:
+            page, more = await self._connection.call(ListRooms(after), parse_rooms)
+            found.extend(page)
+            if not (more and page):
+                return found
+            after = page[-1].name
 
     async def join(self, room: str, history: int = DEFAULT_HISTORY) -> JoinedRoom:
         """Join (or create) a room; its events then arrive through `events`.
@@ -449,15 +480,58 @@ class ChatClient:
         return parse_dm(await self._until_delivered(request, deadline))
 
     async def inbox(self) -> list[DirectReceived]:
-        """The direct messages that waited for this user, oldest first; they count as
-        read once returned."""
+        """The direct messages that waited for this user and were not shown here yet,
+        oldest first; they are acknowledged (count as delivered) once returned."""
         messages: list[DirectReceived] = []
+        after = 0
         while True:
-            page, more = await self._connection.call(Inbox(), parse_inbox)
-            messages.extend(page)
+            page, more = await self._connection.call(Inbox(after), parse_inbox)
+            for message in page:
+                if self._first_sight(message.id):
+                    messages.append(message)
+                self._acknowledge(message.id)
             if not more or not page:
                 self.unread = 0
                 return messages
+            after = page[-1].id
+
+    def _first_sight(self, message_id: int) -> bool:
+        """Remember a direct message as shown; False if it was already."""
+        if message_id in self._seen_directs:
+            return False
+        self._seen_directs[message_id] = None
+        if len(self._seen_directs) > SEEN_DIRECTS:
+            self._seen_directs.popitem(last=False)
+        return True
+
+    def _acknowledge(self, message_id: int) -> None:
+        """Tell the broker (soon, in one `dm_ack` with others) that this session has it."""
+        self._unacked.append(message_id)
+        if self._acker is None or self._acker.done():
+            self._acker = asyncio.create_task(self._send_acks(), name="zchat-dm-ack")
+
+    async def _send_acks(self) -> None:
+        """Acknowledge what was shown, a page at a time, once the session is up; an ack
+        that never arrives only means the message comes again (and is shown once)."""
+        await asyncio.sleep(0)  # gather the acks of one burst of events into one request
+        while self._unacked:
+            ids, self._unacked = self._unacked[:MAX_HISTORY_PAGE], self._unacked[MAX_HISTORY_PAGE:]
+            try:
+                await self._wait_online()
+                await self._connection.request(DmAck(ids))
+            except TRANSIENT as exc:
+                if self.user is None:
+                    self._unacked.clear()  # logged out: the next login shows them again
+                    return
+                self._unacked[:0] = ids  # again, once the session is back
+                self._trouble_from(exc)
+                if isinstance(exc, RequestTimedOut):
+                    await asyncio.sleep(self._timeout)
+            except UnknownOperation:  # an older broker: it counted them delivered already
+                self._unacked.clear()
+            except ZchatError as exc:  # closed, or logged out: the next login shows them again
+                log.debug("could not acknowledge direct messages: %s", exc.message)
+                self._unacked.clear()
 
     # --- events ---------------------------------------------------------------------------
 
@@ -485,7 +559,10 @@ class ChatClient:
             for opened in stream.add_key(event.kid, event.key):
                 self._apply(room, room.sequencer.live(opened))
         elif isinstance(event, Direct):
-            self._feed.put(DirectReceived.of(event))
+            if self._first_sight(event.id):
+                self._feed.put(DirectReceived.of(event))
+            if self.user is not None and name_key(event.recipient) == name_key(self.user):
+                self._acknowledge(event.id)  # a copy of one's own needs none
         elif isinstance(event, SessionEnded) and event.reason == "replaced":
             # Its token was used on another connection: there is nothing left to resume.
             self._give_up("the session was taken up by another connection")
@@ -641,15 +718,20 @@ class ChatClient:
         """Join every room again on the new session; each sequencer fetches its gap."""
         rejoined = []
         for room in list(self._rooms.values()):
-            try:
-                await self._connection.call(Join(room.name), partial(self._rejoined, room))
-            except (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired):
-                raise
-            except ZchatError as exc:
-                log.warning("could not rejoin %s: %s", room.name, exc)
-                self._forget_room(room.name)
-                continue
-            rejoined.append(room.name)
+            while True:
+                try:
+                    await self._connection.call(Join(room.name), partial(self._rejoined, room))
+                except (ConnectionLost, RequestTimedOut, NotLoggedIn, SessionExpired):
+                    raise
+                except RateLimited as exc:  # many rooms, or sessions, rejoining at once
+                    await asyncio.sleep((exc.retry_ms or 0) / 1000 or REJOIN_WAIT_S)
+                    continue
+                except ZchatError as exc:
+                    log.warning("could not rejoin %s: %s", room.name, exc)
+                    self._forget_room(room.name)
+                    break
+                rejoined.append(room.name)
+                break
         return rejoined
 
     def _rejoined(self, room: _Room, result: dict[str, Any]) -> JoinedRoom:
@@ -724,8 +806,13 @@ class ChatClient:
             return
         self._closed = True
         self._online.set()  # wake anything waiting for the session, to find it closed
-        tasks = [self._pinger, self._recovery, *(room.fetcher for room in self._rooms.values())]
-        self._pinger = self._recovery = None
+        tasks = [
+            self._pinger,
+            self._recovery,
+            self._acker,
+            *(room.fetcher for room in self._rooms.values()),
+        ]
+        self._pinger = self._recovery = self._acker = None
         for task in tasks:
             _cancel(task)
         for task in tasks:

@@ -19,6 +19,7 @@ from .errors import ErrorCode, ZchatError
 from .messages import (
     Direct,
     DirectMessage,
+    DmAck,
     Event,
     Hello,
     History,
@@ -57,6 +58,7 @@ __all__ = [
     "CannotOpen",
     "Direct",
     "DirectMessage",
+    "DmAck",
     "ErrorCode",
     "Event",
     "Hello",

@@ -112,14 +112,12 @@ def encode_result(request_id: int, result: dict[str, Any]) -> bytes:
 
 
 def encode_error(request_id: int | None, error: ZchatError) -> bytes:
-    """``{"v": 1, "id": request_id or nil, "error": {"code": ..., "message": ...}}``."""
-    return pack(
-        {
-            "v": PROTOCOL_VERSION,
-            "id": request_id,
-            "error": {"code": str(error.code), "message": error.message},
-        }
-    )
+    """``{"v": 1, "id": request_id or nil, "error": {"code": ..., "message": ...}}``, and
+    ``retry_ms`` in the error when the refusal passes with time."""
+    body: dict[str, Any] = {"code": str(error.code), "message": error.message}
+    if error.retry_ms is not None:
+        body["retry_ms"] = error.retry_ms
+    return pack({"v": PROTOCOL_VERSION, "id": request_id, "error": body})
 
 
 def encode_event(event: Event) -> bytes:
@@ -150,4 +148,7 @@ def decode_incoming(frame: bytes) -> Reply | Event:
     code, message = error.get("code"), error.get("message")
     if not isinstance(code, str) or not isinstance(message, str):
         raise MalformedFrame("error must hold string code and message")
-    return Reply(request_id, None, error_from_wire(code, message))
+    retry_ms = error.get("retry_ms")
+    if type(retry_ms) is not int or retry_ms < 0:
+        retry_ms = None  # optional: a broker that does not say, or says nonsense
+    return Reply(request_id, None, error_from_wire(code, message, retry_ms))

@@ -69,9 +69,12 @@ class ZchatError(Exception):
 
     code: ClassVar[ErrorCode] = ErrorCode.INTERNAL_ERROR
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_ms: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_ms = retry_ms
+        """For a refusal that passes with time (`rate_limited`, `too_many_attempts`): how many
+        milliseconds to wait before trying again; sent as the error's ``retry_ms``."""
 
 
 class ProtocolViolation(ZchatError):
@@ -197,10 +200,10 @@ ERROR_TYPES: dict[ErrorCode, type[ZchatError]] = {
 """The one table from wire code to exception type (each type's ``code`` is the reverse)."""
 
 
-def error_from_wire(code: str, message: str) -> ZchatError:
+def error_from_wire(code: str, message: str, retry_ms: int | None = None) -> ZchatError:
     """Rebuild the typed error a peer reported; unknown codes become `ZchatError`."""
     try:
         error_type = ERROR_TYPES[ErrorCode(code)]
     except ValueError:
-        return ZchatError(f"{code}: {message}")
-    return error_type(message)
+        return ZchatError(f"{code}: {message}", retry_ms=retry_ms)
+    return error_type(message, retry_ms=retry_ms)

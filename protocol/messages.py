@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from .errors import InvalidRange, InvalidRequest
-from .limits import KEY_BYTES, MAX_HISTORY_PAGE, MAX_KID, MAX_TOKEN_CHARS
+from .limits import KEY_BYTES, MAX_HISTORY_PAGE, MAX_KID, MAX_NAME_CHARS, MAX_SEQ, MAX_TOKEN_CHARS
 from .validation import check_msg_id, check_name, check_password, check_seq_range, check_text
 
 T = TypeVar("T")
@@ -25,6 +25,7 @@ _WIRE_TYPES: dict[object, tuple[type, ...]] = {
     int: (int,),
     bytes: (bytes,),
     bool: (bool,),
+    list: (list,),
 }
 
 
@@ -37,7 +38,8 @@ def _field_types(cls: type) -> tuple[tuple[str, tuple[type, ...], bool], ...]:
         required = (
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         )
-        spec.append((field.name, _WIRE_TYPES[hints[field.name]], required))
+        hint = hints[field.name]
+        spec.append((field.name, _WIRE_TYPES[typing.get_origin(hint) or hint], required))
     return tuple(spec)
 
 
@@ -138,9 +140,15 @@ class Logout(Request):
 
 @dataclass(frozen=True, slots=True)
 class ListRooms(Request):
-    """Every room with its number of members."""
+    """One page of the rooms, by name, with their number of members: those after ``after``
+    (a room name; "" for the first page)."""
 
     OP: ClassVar[str] = "rooms"
+    after: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.after) > MAX_NAME_CHARS:
+            raise InvalidRequest(f"rooms: after must be at most {MAX_NAME_CHARS} characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +248,33 @@ class DirectMessage(Request):
 
 @dataclass(frozen=True, slots=True)
 class Inbox(Request):
-    """The direct messages not yet delivered to this user; they count as delivered after."""
+    """One page of the direct messages not yet delivered to this user, those with an id
+    over ``after``; they stay undelivered until acknowledged with `DmAck`.
+
+    Without ``after`` (an older client) the page counts as delivered as it is sent."""
 
     OP: ClassVar[str] = "inbox"
+    after: int = -1
+    """-1 (the default, never sent) asks for the older behaviour."""
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.after <= MAX_SEQ:
+            raise InvalidRange(f"inbox: after must be 0 to {MAX_SEQ}")
+
+
+@dataclass(frozen=True, slots=True)
+class DmAck(Request):
+    """This session has the direct messages ``ids`` (shown or queued to show): only now do
+    they count as delivered, so a message to a client that died in between is not lost."""
+
+    OP: ClassVar[str] = "dm_ack"
+    ids: list[int]
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.ids) <= MAX_HISTORY_PAGE:
+            raise InvalidRequest(f"dm_ack: ids must hold 1 to {MAX_HISTORY_PAGE} ids")
+        if not all(type(i) is int and 0 <= i <= MAX_SEQ for i in self.ids):
+            raise InvalidRequest("dm_ack: each id must be an unsigned integer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +301,7 @@ REQUEST_TYPES: dict[str, type[Request]] = {
         Resume,
         DirectMessage,
         Inbox,
+        DmAck,
         Ping,
     )
 }

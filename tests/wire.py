@@ -34,11 +34,14 @@ class WireClient:
         *,
         routing_id: bytes | None = None,
         keys: CurveKeys | None = None,
+        source: str | None = None,
     ) -> None:
         """A CURVE client with the broker's key (or ``server_key``; "" for no CURVE at all).
 
         A hostile test may choose the connection's ``routing_id`` (any peer can) and its
-        CURVE ``keys`` (to reuse a key pair on a second connection)."""
+        CURVE ``keys`` (to reuse a key pair on a second connection), and connect from
+        another loopback ``source`` address (such as 127.0.0.2: another machine, to the
+        broker)."""
         self.dealer = context.socket(zmq.DEALER)
         key = broker.server_key if server_key is None else server_key
         if key:
@@ -47,7 +50,10 @@ class WireClient:
             self.dealer.setsockopt(zmq.ROUTING_ID, routing_id)
         self.dealer.setsockopt(zmq.LINGER, 0)
         self.dealer.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
-        self.dealer.connect(broker.endpoint)
+        endpoint = broker.endpoint
+        if source is not None:
+            endpoint = endpoint.replace("tcp://", f"tcp://{source}:0;", 1)
+        self.dealer.connect(endpoint)
         self._ids = itertools.count(1)
         self.events: list[Event] = []
 

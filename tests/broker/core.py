@@ -6,10 +6,12 @@ import itertools
 from dataclasses import dataclass, field
 
 from zchat.broker.handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from zchat.broker.membership import rotate_keys
 from zchat.broker.outgoing import Failure, Outgoing, Publish, Result, Unicast
 from zchat.broker.publishing import seal_batches
 from zchat.broker.state import BrokerSettings, BrokerState, Connection
 from zchat.broker.storage import MemoryStorage
+from zchat.broker.throttle import Limits
 from zchat.protocol import Request, RoomEvent, RoomKey, SealedBatch
 from zchat.protocol.sealing import RoomCipher
 
@@ -20,6 +22,7 @@ class CoreHarness:
 
     now_ms: int = 1_000_000
     storage: MemoryStorage = field(default_factory=MemoryStorage)
+    limits: Limits = field(default_factory=Limits)
     state: BrokerState = field(init=False)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -29,7 +32,9 @@ class CoreHarness:
         self.state = load_state(
             BrokerState(
                 self.storage,
-                BrokerSettings(pub_port=5001, lease_ms=15_000, ping_interval_ms=5_000),
+                BrokerSettings(
+                    pub_port=5001, lease_ms=15_000, ping_interval_ms=5_000, limits=self.limits
+                ),
                 new_key=lambda: next(keys),
                 new_session_id=lambda: next(sessions),
             )
@@ -41,7 +46,23 @@ class CoreHarness:
         return Connection(name.encode(), peer, key or f"key-of-{name}")
 
     def send(self, conn: Connection, request: Request) -> list[Outgoing]:
-        return dispatch(self.state, conn, next(self._ids), request, self.now_ms)
+        """What the shell would send for ``request`` alone (a batch of one)."""
+        return self.batch((conn, request))
+
+    def batch(self, *requests: tuple[Connection, Request]) -> list[Outgoing]:
+        """What the shell would send for ``requests`` taken in one batch: new room keys
+        are handed out once, as the batch ends."""
+        outgoing: list[Outgoing] = []
+        for conn, request in requests:
+            outgoing += dispatch(self.state, conn, next(self._ids), request, self.now_ms)
+        return outgoing + rotate_keys(self.state)
+
+    def lift_message_limit(self, conn: Connection, tokens: int = 10_000) -> None:
+        """Let ``conn``'s session (and account) send ``tokens`` messages at once."""
+        session = self.state.sessions[conn.routing_id]
+        account = self.state.messages_by_account.bucket(session.user.casefold(), self.now_ms)
+        for bucket in (session.send_bucket, account):
+            bucket.burst = bucket.tokens = tokens
 
     def call(self, conn: Connection, request: Request) -> Result | Failure:
         """The reply to ``request`` (the first outgoing item is always the reply)."""
@@ -65,7 +86,8 @@ class CoreHarness:
         return conn
 
     def expire(self) -> list[Outgoing]:
-        return expire_sessions(self.state, self.now_ms)
+        outgoing = expire_sessions(self.state, self.now_ms)
+        return outgoing + rotate_keys(self.state)
 
 
 def publications(outgoing: list[Outgoing]) -> list[Publish]:

@@ -49,7 +49,10 @@ def test_hello_needs_no_session_and_names_the_publisher(core: CoreHarness) -> No
 
 def test_default_room_exists_from_the_start(core: CoreHarness) -> None:
     alice = core.login("alice")
-    assert core.ok(alice, ListRooms()) == {"rooms": [{"name": "default", "members": 0}]}
+    assert core.ok(alice, ListRooms()) == {
+        "rooms": [{"name": "default", "members": 0}],
+        "more": False,
+    }
 
 
 def test_register_refuses_a_taken_name_ignoring_case(core: CoreHarness) -> None:

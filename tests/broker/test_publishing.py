@@ -14,6 +14,7 @@ from zchat.protocol import (
     RoomCipher,
     RoomEvent,
     RoomEventKind,
+    RoomKey,
     SealedBatch,
     Send,
     room_topic,
@@ -119,3 +120,40 @@ def test_a_key_change_inside_a_batch_splits_it_and_the_leaver_cannot_open_what_f
         (RoomEventKind.LEFT, ""),
         (RoomEventKind.MESSAGE, "after"),
     ]
+
+
+def test_churn_in_one_batch_rekeys_the_room_once_and_no_leaver_can_open_what_follows() -> None:
+    core = CoreHarness()
+    alice = core.login("alice")
+    core.ok(alice, Join(room="room1"))
+    churners = [core.login(f"c{n}") for n in range(20)]
+    known: dict[bytes, set[tuple[int, bytes]]] = {}
+    for churner in churners:  # each learns the room's key as it joins
+        joined = core.ok(churner, Join(room="room1"))
+        known[churner.routing_id] = {(joined["kid"], joined["key"])}  # type: ignore[misc]
+    # One broker batch: every churner leaves, joins again and leaves again, alice speaks.
+    requests = [(c, request) for c in churners for request in (Leave(room="room1"),)]
+    requests += [(c, Join(room="room1")) for c in churners]
+    requests += [(c, Leave(room="room1")) for c in churners]
+    requests.append((alice, Send(room="room1", text="only for alice")))
+    outbox = core.batch(*requests)
+    for item in outbox:  # what each churner was handed in the batch (join replies, keys)
+        if isinstance(item, Unicast) and item.routing_id in known:
+            data = item.message.data if isinstance(item.message, Result) else {}
+            if "key" in data:
+                known[item.routing_id].add((data["kid"], data["key"]))
+    keys = [i for i in outbox if isinstance(i, Unicast) and isinstance(i.message, RoomKey)]
+    assert [k.routing_id for k in keys] == [alice.routing_id], "one new key, for alice only"
+    newest = core.state.rooms["room1"].cipher
+    assert isinstance(keys[0].message, RoomKey) and keys[0].message.kid == newest.kid
+    sealed = publications(outbox)
+    after_first_leave = [p for p in sealed if SealedBatch.parse(p.body).kid == newest.kid]
+    assert after_first_leave, "everything from the first leave on is under the new key"
+    texts = [e.text for p in after_first_leave for e in opened(p, newest)]
+    assert "only for alice" in texts
+    for ciphers in known.values():
+        for kid, key in ciphers:
+            for publication in after_first_leave:
+                with pytest.raises(CannotOpen):
+                    opened(publication, RoomCipher(kid, key))
+    assert len(sealed) <= 2, "the batch's events go out under at most two keys"

@@ -11,6 +11,7 @@ from zchat.broker.outgoing import Failure, Result, Unicast
 from zchat.protocol import (
     Direct,
     DirectMessage,
+    DmAck,
     ErrorCode,
     History,
     Inbox,
@@ -54,8 +55,7 @@ def test_history_pages_a_room_in_order_and_only_for_members(core: CoreHarness) -
 def test_a_history_page_is_capped(core: CoreHarness) -> None:
     alice = core.login("alice")
     core.ok(alice, Join(room="big"))
-    core.state.sessions[alice.routing_id].send_bucket.burst = 10_000
-    core.state.sessions[alice.routing_id].send_bucket.tokens = 10_000
+    core.lift_message_limit(alice)
     for n in range(MAX_HISTORY_PAGE + 20):
         core.ok(alice, Send(room="big", text=f"m{n}"))
     page = core.ok(alice, History(room="big", from_seq=1, to_seq=10_000))
@@ -142,6 +142,11 @@ def test_direct_messages_reach_every_session_and_wait_for_the_absent(core: CoreH
     assert alice.routing_id in events  # the reply; no copy for a sender with one session
     assert not isinstance(events[alice.routing_id], Direct)
     assert publications(out) == [], "direct messages never touch the publisher"
+    [number] = [m.id for m in events.values() if isinstance(m, Direct)][:1]
+    assert core.storage.count_undelivered("bob") == 1, "delivered only once a session has it"
+    core.ok(alice, DmAck(ids=[number]))
+    assert core.storage.count_undelivered("bob") == 1, "the sender cannot mark it delivered"
+    core.ok(bob_phone, DmAck(ids=[number, 999]))
     assert core.storage.count_undelivered("bob") == 0
 
     core.ok(bob_phone, Logout())
@@ -182,7 +187,7 @@ def test_rooms_with_traffic_are_announced_for_a_while_then_not(core: CoreHarness
 def test_history_pages_and_snapshots_fit_in_one_frame(core: CoreHarness) -> None:
     alice, bob = core.login("alice"), core.login("bob")
     core.ok(alice, Join(room="room1"))
-    core.state.sessions[alice.routing_id].send_bucket.tokens = 1_000
+    core.lift_message_limit(alice, 1_000)
     for n in range(40):
         core.ok(alice, Send(room="room1", text=f"{n} " + "x" * 4000))
     page = core.ok(alice, History(room="room1", from_seq=1, to_seq=100))

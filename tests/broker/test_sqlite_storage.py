@@ -148,7 +148,10 @@ def test_direct_messages_and_resume_tokens_survive_a_reopen(tmp_path: Path) -> N
     reopened = SqliteStorage(path)
     assert reopened.count_undelivered("bob") == 2
     assert [m.id for m in reopened.undelivered("BOB", 10)] == [first, second]
-    reopened.mark_delivered([first])
+    assert [m.id for m in reopened.undelivered("bob", 10, after=first)] == [second]
+    reopened.mark_delivered([first, second], "alice")
+    assert reopened.count_undelivered("bob") == 2, "only the recipient's session marks"
+    reopened.mark_delivered([first], "BOB")
     assert [m.text for m in reopened.undelivered("bob", 10)] == ["two"]
     assert reopened.use_resume_token("hash-1", now_ms=5_000, expires_ms=20_000) == "alice"
     assert reopened.use_resume_token("hash-1", now_ms=15_000, expires_ms=30_000) == "alice"

@@ -14,9 +14,10 @@ import zmq.asyncio
 from tests.client.raw import spy
 from tests.client.test_library import WAIT, account, close_all, next_matching, room_event
 from tests.processes import RunningBroker, start_broker
+from tests.wire import WireClient
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import DirectReceived, HistoryEvent
-from zchat.protocol import RoomEvent, RoomEventKind
+from zchat.protocol import Join, ListRooms, RoomEvent, RoomEventKind, encode_request
 from zchat.protocol.errors import InvalidRange, NoSuchUser, NotMember
 from zchat.protocol.limits import MAX_HISTORY_PAGE
 
@@ -337,3 +338,57 @@ async def test_a_dm_retried_with_its_id_is_stored_once(
         assert [m.text for m in await carol.inbox()] == ["just once"]
     finally:
         await close_all(bob, carol)
+
+
+async def test_a_direct_message_to_a_client_that_died_is_shown_at_the_next_login(
+    broker: RunningBroker, context: zmq.asyncio.Context
+) -> None:
+    carol = await account(context, broker, "carol")
+    await carol.aclose()  # dies without logging out: its session lives until the lease ends
+    bob = await account(context, broker, "bob")
+    again = None
+    try:
+        sent = await bob.dm("carol", "are you there?")
+        again = await account(context, broker, "carol", register=False)
+        assert again.unread == 1
+        [message] = await again.inbox()
+        assert (message.id, message.text) == (sent.id, "are you there?")
+        live = await bob.dm("carol", "and now?")
+        got = await next_matching(again, is_direct)
+        assert isinstance(got, DirectReceived) and got.id == live.id
+        assert await again.inbox() == [], "each message is shown once"
+        await again.logout()  # what was shown is acknowledged first
+        await again.login("carol", "password-carol")
+        assert again.unread == 0
+    finally:
+        await close_all(bob, *([again] if again else []))
+
+
+async def test_the_room_list_has_every_room_however_many_pages_it_takes(
+    tmp_path: Path, context: zmq.asyncio.Context
+) -> None:
+    broker = start_broker(
+        tmp_path / "data",
+        *("--rooms-per-session", "400", "--membership-burst", "400", "--room-burst", "400"),
+    )
+    sync_context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    creator = WireClient(sync_context, broker)
+    alice = None
+    try:
+        creator.sign_up("creator")
+        names = [f"room{n:03d}" for n in range(300)]
+        for n, name in enumerate(names):
+            creator.dealer.send(encode_request(100 + n, Join(room=name)))
+        assert all(creator.reply().error is None for _ in names)
+        first = creator.ok(ListRooms())
+        assert len(first["rooms"]) < 301 and first["more"] is True, "an old client: one page"
+        alice = await account(context, broker, "alice")
+        rooms = await alice.rooms()
+        assert [room.name for room in rooms] == ["default", *names]
+        assert {room.members for room in rooms[1:]} == {1}
+    finally:
+        creator.close()
+        sync_context.term()
+        if alice is not None:
+            await alice.aclose()
+        assert broker.stop() == 0

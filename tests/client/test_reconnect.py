@@ -17,6 +17,7 @@ from tests.processes import RunningBroker, start_broker
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import Disconnected, Reconnected
 from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded
+from zchat.protocol.errors import RateLimited
 
 FAST = ("--message-rate", "100000", "--message-burst", "100000")
 
@@ -155,3 +156,34 @@ async def test_a_session_the_broker_forgot_ends_and_asks_for_a_login(
         await alice.aclose()
         if second is not None:
             assert second.stop() == 0
+
+
+async def test_rejoining_many_rooms_waits_out_the_join_limit_and_keeps_every_room(
+    tmp_path: Path, context: zmq.asyncio.Context
+) -> None:
+    data = tmp_path / "broker-data"
+    tight = ("--membership-burst", "2", "--membership-rate", "4")
+    first = start_broker(data, *tight)
+    second: RunningBroker | None = None
+    alice = await account(context, first, "alice")
+    rooms = ["r1", "r2", "r3", "r4"]
+    try:
+        for room in rooms:
+            while True:
+                try:
+                    await alice.join(room, history=0)
+                    break
+                except RateLimited as refused:  # the broker says how long; wait that long
+                    await asyncio.sleep((refused.retry_ms or 250) / 1000)
+        first.stop(signal.SIGKILL)
+        await next_matching(alice, lambda event: isinstance(event, Disconnected))
+        second = start_broker(
+            data, *tight, port=first.port, pub_port=first.pub_port, key_port=first.key_port
+        )
+        back = await next_matching(alice, lambda e: isinstance(e, Reconnected), timeout=30)
+        assert isinstance(back, Reconnected) and sorted(back.rooms) == rooms
+        assert alice.joined_rooms == rooms
+    finally:
+        await alice.aclose()
+        if second is not None:
+            assert second.stop() == 0, second.output.text()

@@ -64,6 +64,10 @@ def test_join_refuses_a_broken_reply(change: dict[str, object]) -> None:
 
 
 def test_rooms() -> None:
-    assert parse_rooms({"rooms": [{"name": "default", "members": 0}]}) == [RoomInfo("default", 0)]
+    assert parse_rooms({"rooms": [{"name": "default", "members": 0}]}) == (
+        [RoomInfo("default", 0)],
+        False,
+    )
+    assert parse_rooms({"rooms": [], "more": True}) == ([], True)
     with pytest.raises(MalformedFrame):
         parse_rooms({"rooms": ["default"]})

@@ -9,6 +9,7 @@ import pytest
 
 from zchat.protocol import (
     DirectMessage,
+    DmAck,
     Hello,
     History,
     Inbox,
@@ -47,6 +48,7 @@ from zchat.protocol.errors import (
     InvalidText,
     MalformedFrame,
     NotMember,
+    RateLimited,
     TextTooLong,
     UnknownOperation,
     UnsupportedVersion,
@@ -70,6 +72,7 @@ SAMPLES: dict[str, Request] = {
     "resume": Resume(token="ab" * 32),
     "dm": DirectMessage(user="bob", text="psst"),
     "inbox": Inbox(),
+    "dm_ack": DmAck(ids=[3, 4]),
     "ping": Ping(),
 }
 """One valid request of every operation."""
@@ -377,6 +380,23 @@ def test_encoded_error_has_the_documented_shape() -> None:
         "id": None,
         "error": {"code": "not_member", "message": "you are not in room1"},
     }
+
+
+def test_a_refusal_that_passes_with_time_says_how_long_to_wait() -> None:
+    frame = encode_error(4, RateLimited("slow down", retry_ms=250))
+    assert msgpack.unpackb(frame, raw=False)["error"] == {
+        "code": "rate_limited",
+        "message": "slow down",
+        "retry_ms": 250,
+    }
+    reply = decode_incoming(frame)
+    assert isinstance(reply.error, RateLimited) and reply.error.retry_ms == 250
+    for nonsense in (-1, "soon", True, 1.5):
+        bad = pack({"v": 1, "id": 2, "error": {"code": "rate_limited", "message": "x",
+                                                "retry_ms": nonsense}})  # fmt: skip
+        decoded = decode_incoming(bad)
+        assert isinstance(decoded, Reply) and decoded.error is not None
+        assert decoded.error.retry_ms is None
 
 
 def test_an_unknown_error_code_becomes_a_plain_zchat_error() -> None:

@@ -12,9 +12,12 @@ import pytest
 from tests.protocol.spec import spec_section, table_rows
 from zchat.protocol import (
     Direct,
+    DmAck,
     Hello,
+    Inbox,
     Join,
     Leave,
+    ListRooms,
     Login,
     Members,
     Ping,
@@ -39,7 +42,7 @@ from zchat.protocol.errors import (
 from zchat.protocol.limits import MAX_HISTORY_PAGE
 from zchat.protocol.messages import EVENT_TYPES, REQUEST_TYPES, fields_of, parse_fields
 
-SPEC_TYPES = {"str": str, "int": int, "bin": bytes, "bin(32)": bytes}
+SPEC_TYPES = {"str": str, "int": int, "bin": bytes, "bin(32)": bytes, "[int]": list[int]}
 """Wire types as the spec spells them, mapped to the Python types that carry them."""
 
 
@@ -248,6 +251,25 @@ def test_optional_fields_at_their_default_stay_off_the_wire() -> None:
 
 def test_resume_repr_hides_the_token() -> None:
     assert "secret-token" not in repr(Resume(token="secret-token"))
+
+
+def test_dm_ack_takes_a_bounded_list_of_ids() -> None:
+    assert parse_fields(DmAck, {"ids": [1, 2]}, "dm_ack") == DmAck(ids=[1, 2])
+    for ids in ([], list(range(MAX_HISTORY_PAGE + 1)), [-1], ["1"], [True]):
+        with pytest.raises(InvalidRequest):
+            parse_fields(DmAck, {"ids": ids}, "dm_ack")
+    with pytest.raises(InvalidRequest, match="'ids'"):
+        parse_fields(DmAck, {"ids": 5}, "dm_ack")
+
+
+def test_rooms_and_inbox_take_an_optional_cursor() -> None:
+    assert fields_of(ListRooms()) == {} and fields_of(Inbox()) == {}, "older peers see nothing new"
+    assert fields_of(ListRooms(after="lobby")) == {"after": "lobby"}
+    assert fields_of(Inbox(after=0)) == {"after": 0}
+    with pytest.raises(InvalidRequest):
+        ListRooms(after="x" * 33)
+    with pytest.raises(InvalidRange):
+        Inbox(after=-2)
 
 
 def test_direct_event_round_trips() -> None:
