@@ -35,6 +35,7 @@ from zchat.protocol import (
     Resume,
     RoomEventKind,
     Send,
+    ServerKey,
     SessionEnded,
     ZchatError,
 )
@@ -50,6 +51,7 @@ from zchat.protocol.errors import (
     NotMember,
     RateLimited,
     SessionExpired,
+    UnknownOperation,
 )
 from zchat.protocol.limits import (
     DEFAULT_ROOM,
@@ -398,6 +400,13 @@ HANDLERS: dict[type[Request], Handler] = {
 }
 
 
+NOT_SERVED_HERE: dict[type[Request], str] = {
+    ServerKey: "server_key is answered by the key service (the request port + 2 unless the "
+    "broker says otherwise), not by the request port",
+}
+"""Valid requests this socket does not serve, and where to ask instead."""
+
+
 def dispatch(
     state: BrokerState,
     connection: Connection,
@@ -411,7 +420,11 @@ def dispatch(
     ctx = Context(state, connection, now_ms, session, outbox)
     reply: Result | Failure
     try:
-        handler = HANDLERS[type(request)]
+        handler = HANDLERS.get(type(request))
+        if handler is None:
+            raise UnknownOperation(
+                NOT_SERVED_HERE.get(type(request), f"{request.OP} is not served here")
+            )
         if request.NEEDS_SESSION and session is None:
             if connection.routing_id in state.expired:
                 raise SessionExpired("your session expired; log in again")
@@ -421,8 +434,9 @@ def dispatch(
         reply = Result(request_id, handler(ctx, request))
     except ZchatError as error:
         reply = Failure(request_id, error)
-    except Exception:  # a bug costs one request an internal_error, never the broker
-        logger.exception("%s failed", request.OP)
+    except Exception as error:  # a bug costs one request an internal_error, never the broker
+        kind = f"{request.OP}: {type(error).__name__}"
+        state.failures.report_exception(kind, now_ms, "%s failed", request.OP)
         reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
     outbox.insert(0, Unicast(connection.routing_id, reply))
     return outbox

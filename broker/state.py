@@ -6,6 +6,7 @@ Nothing here reads the clock or opens a socket: time and randomness come in.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from zchat.protocol import RoomCipher, new_room_key, room_topic
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
 from zchat.protocol.validation import name_key
 
+from .repeated_log import RepeatedLog
 from .storage import Storage
 from .throttle import BucketTable, FailureCounter, Limits, TokenBucket
 
@@ -96,6 +98,10 @@ class BrokerState:
     login_failures_by_account: FailureCounter = field(init=False)
     login_failures_by_address: FailureCounter = field(init=False)
     registrations_by_address: BucketTable = field(init=False)
+    failures: RepeatedLog = field(
+        default_factory=lambda: RepeatedLog(logging.getLogger("zchat.broker.failures"))
+    )
+    """Where requests that failed are logged, once per kind and interval."""
 
     def __post_init__(self) -> None:
         limits = self.settings.limits

@@ -1,0 +1,56 @@
+"""Clean failures: every request gets one reply with a stable code, and the log stays small."""
+
+from __future__ import annotations
+
+import logging
+
+import msgpack
+import pytest
+import zmq
+
+from tests.processes import RunningBroker
+from tests.wire import WireClient
+from zchat.broker.repeated_log import RepeatedLog
+from zchat.protocol import ErrorCode, Ping
+
+
+def test_server_key_on_the_request_port_is_unknown_op_and_logs_nothing(
+    context: zmq.Context[zmq.Socket[bytes]], broker: RunningBroker
+) -> None:
+    client = WireClient(context, broker)
+    try:
+        for n in range(200):
+            client.send_raw(msgpack.packb({"v": 1, "id": n, "op": "server_key"}))
+        for n in range(200):
+            reply = client.reply()
+            assert reply.request_id == n
+            assert reply.error is not None and reply.error.code == ErrorCode.UNKNOWN_OPERATION
+            assert "key service" in reply.error.message
+        client.call(Ping())  # a marker: everything before it was handled
+    finally:
+        client.close()
+    assert "Traceback" not in broker.output.text()
+    assert " failed" not in broker.output.text()
+
+
+def test_a_repeated_failure_is_logged_once_then_counted(caplog: pytest.LogCaptureFixture) -> None:
+    log = RepeatedLog(logging.getLogger("test.repeated"), interval_ms=60_000)
+    with caplog.at_level(logging.WARNING, "test.repeated"):
+        for n in range(1000):
+            try:
+                raise ValueError(n)
+            except ValueError:
+                log.report_exception("send: ValueError", 1_000 + n, "send failed")
+        log.report("other", 2_000, "another kind is logged at once")
+        log.report_exception("send: ValueError", 61_000, "send failed")
+        log.report_exception("send: ValueError", 61_001, "send failed")
+        log.flush(70_000)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "send failed",
+        "another kind is logged at once",
+        "999 more like this in the last 60 s: send: ValueError",
+        "send failed",
+        "1 more like this in the last 9 s: send: ValueError",
+    ]
+    assert caplog.records[0].exc_info is not None
