@@ -50,7 +50,7 @@ class RepeatedLog:
     def flush(self, now_ms: int) -> None:
         """Log the counts not yet reported (say, when the broker stops)."""
         for kind, window in self._windows.items():
-            self._report(kind, window, now_ms)
+            self._summarize(kind, window, now_ms)
         self._windows.clear()
 
     def _admit(self, kind: str, now_ms: int) -> bool:
@@ -59,14 +59,14 @@ class RepeatedLog:
             window.more += 1
             return False
         if window is not None:
-            self._report(kind, window, now_ms)
+            self._summarize(kind, window, now_ms)
         self._windows[kind] = _Window(now_ms)
         self._windows.move_to_end(kind)
         while len(self._windows) > MAX_KINDS:
-            self._report(*self._windows.popitem(last=False), now_ms)
+            self._summarize(*self._windows.popitem(last=False), now_ms)
         return True
 
-    def _report(self, kind: str, window: _Window, now_ms: int) -> None:
+    def _summarize(self, kind: str, window: _Window, now_ms: int) -> None:
         if window.more:
             seconds = max(1, round((now_ms - window.start_ms) / 1000))
             self._logger.warning(

@@ -37,7 +37,7 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import LimitReached, MalformedFrame, UnknownOperation
+from zchat.protocol.errors import InternalError, LimitReached, MalformedFrame, UnknownOperation
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
@@ -245,26 +245,42 @@ class BrokerShell:
     async def authenticate(
         self, connection: Connection, request_id: int, request: Register | Login, delay_ms: int
     ) -> None:
-        """Hash or verify the password off the event loop, then let the core decide."""
+        """Hash or verify the password off the event loop, then let the core decide.
+
+        A check that fails (the hasher throws, the account cannot be read) is answered
+        with internal_error, never left to the client's timeout."""
+        try:
+            checked = await self._check_password(request, delay_ms)
+        except Exception as error:
+            self.state.failures.report_exception(
+                f"{request.OP} check: {type(error).__name__}",
+                now_ms(),
+                "%s check failed",
+                request.OP,
+            )
+            failed = InternalError(f"{request.OP} failed; try again")
+            self.commit_and_send([Unicast(connection.routing_id, Failure(request_id, failed))])
+            return
+        self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
+
+    async def _check_password(self, request: Register | Login, delay_ms: int) -> Request:
+        """The request as the core takes it: the new password hashed, or the login checked."""
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         loop = asyncio.get_running_loop()
-        checked: Request
         if isinstance(request, Register):
             password_hash = await loop.run_in_executor(
                 self.hash_pool, self.hasher.hash, request.password
             )
-            checked = NewAccount(request.user, password_hash)
-        else:
-            account = self.state.storage.account(request.user)
-            ok = await loop.run_in_executor(
-                self.hash_pool,
-                self.hasher.verify,
-                account.password_hash if account else None,
-                request.password,
-            )
-            checked = CheckedLogin(request.user, account.name if ok and account else None)
-        self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
+            return NewAccount(request.user, password_hash)
+        account = self.state.storage.account(request.user)
+        ok = await loop.run_in_executor(
+            self.hash_pool,
+            self.hasher.verify,
+            account.password_hash if account else None,
+            request.password,
+        )
+        return CheckedLogin(request.user, account.name if ok and account else None)
 
     def commit_and_send(self, outbox: list[Outgoing]) -> None:
         """Commit what the batch stored, then send its replies and publications."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
-from tests.processes import RunningBroker
+from tests.processes import RunningBroker, start_broker
 from tests.wire import WireClient
 from zchat.broker.repeated_log import RepeatedLog
-from zchat.protocol import ErrorCode, Ping
+from zchat.protocol import ErrorCode, Login, Ping, Register
 
 
 def test_server_key_on_the_request_port_is_unknown_op_and_logs_nothing(
@@ -54,3 +56,28 @@ def test_a_repeated_failure_is_logged_once_then_counted(caplog: pytest.LogCaptur
         "1 more like this in the last 9 s: send: ValueError",
     ]
     assert caplog.records[0].exc_info is not None
+
+
+def test_a_login_whose_check_throws_is_answered_and_frees_its_slot(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    first = start_broker(data)
+    client = WireClient(context, first)
+    client.ok(Register(user="alice", password="a good password"))
+    client.close()
+    assert first.stop() == 0
+    with sqlite3.connect(data / "zchat.sqlite3") as db:  # a hash the hasher cannot even read
+        db.execute("UPDATE accounts SET password_hash = '$argon2id$v=19$m=65536,t=3,p=4$é'")
+    db.close()
+
+    broker = start_broker(data, "--pending-auth-per-address", "1")
+    client = WireClient(context, broker)
+    try:
+        for _ in range(3):  # each answered at once; the one waiting slot is free again
+            reply = client.call(Login(user="alice", password="a good password"))
+            assert reply.error is not None and reply.error.code == ErrorCode.INTERNAL_ERROR
+    finally:
+        client.close()
+        assert broker.stop() == 0
+    assert broker.output.text().count("Traceback") == 1
