@@ -176,7 +176,11 @@ def main(
             raise click.ClickException(str(exc)) from exc
         return
 
+    started = False
+
     def ready(endpoints: Endpoints) -> None:
+        nonlocal started
+        started = True
         host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host
         click.echo(f"Running chat server at {host}:{endpoints.port}")
         click.echo(f"Publishing rooms at {host}:{endpoints.pub_port}")
@@ -186,9 +190,31 @@ def main(
 
     try:
         asyncio.run(_serve(config, ready))
-    except (StorageError, KeyFileError, OSError, zmq.ZMQError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        failure = operator_failure(exc)
+        if failure is None:
+            raise
+        message = str(failure)
+        if started and isinstance(failure, StorageError):
+            message = f"the database failed, so the broker stopped: {failure}"
+        raise click.ClickException(message) from exc
     click.echo("Broker stopped.")
+
+
+OPERATOR_ERRORS = (StorageError, KeyFileError, OSError, zmq.ZMQError)
+"""Failures the operator can act on: told in one line, not a traceback."""
+
+
+def operator_failure(error: BaseException) -> BaseException | None:
+    """``error`` if it is one of `OPERATOR_ERRORS`, or the first such error in a task
+    group's (a serving task that failed stops them all); None for anything else."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = operator_failure(inner)
+            if found is not None:
+                return found
+        return None
+    return error if isinstance(error, OPERATOR_ERRORS) else None
 
 
 def raise_open_file_limit() -> int:

@@ -64,10 +64,17 @@ from zchat.protocol.limits import (
 from zchat.protocol.validation import name_key
 
 from .admission import record_login
-from .membership import end_session, find_or_create_room, join_room, leave_room, publish_event
+from .membership import (
+    end_session,
+    find_or_create_room,
+    join_room,
+    leave_room,
+    new_room,
+    publish_event,
+)
 from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
-from .storage import DuplicateMessage, StoredDirect, StoredEvent
+from .storage import DuplicateMessage, StorageError, StoredDirect, StoredEvent
 from .throttle import TokenBucket
 
 REPLY_EVENTS_BYTES = MAX_FRAME_BYTES - 4096
@@ -190,6 +197,7 @@ def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
     sessions_here = state.sessions_per_peer.get(peer, 0)
     if sessions_here >= limits.sessions_per_address:
         raise LimitReached(f"at most {limits.sessions_per_address} sessions per address")
+    unread = state.storage.count_undelivered(user)  # read before anything changes
     session = Session(
         state.new_session_id(),
         user,
@@ -206,15 +214,15 @@ def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
         "user": user,
         "session": session.session_id,
         "resume": token,
-        "unread": state.storage.count_undelivered(user),
+        "unread": unread,
     }
 
 
 def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
     """logout {} -> {rooms: [left]}"""
     session = ctx.member
+    ctx.state.storage.revoke_resume_token(session.resume_hash)  # stored first
     rooms = end_session(ctx.state, session, ctx.now_ms, ctx.outbox)
-    ctx.state.storage.revoke_resume_token(session.resume_hash)
     logger.info("%s logged out from <%s>", session.user, ctx.connection.peer)
     return {"rooms": rooms}
 
@@ -414,11 +422,16 @@ def dispatch(
     request: Request,
     now_ms: int,
 ) -> list[Outgoing]:
-    """Run one decoded request; returns the reply and everything else to send."""
+    """Run one decoded request; returns the reply and everything else to send.
+
+    A request that fails changes nothing: its writes are rolled back to the savepoint
+    taken before it, and nothing it would have sent leaves (handlers store before they
+    change the state in memory, so a failed store leaves that as it was too)."""
     outbox: list[Outgoing] = []
     session = state.sessions.get(connection.routing_id)
     ctx = Context(state, connection, now_ms, session, outbox)
     reply: Result | Failure
+    state.storage.savepoint()
     try:
         handler = HANDLERS.get(type(request))
         if handler is None:
@@ -434,10 +447,18 @@ def dispatch(
         reply = Result(request_id, handler(ctx, request))
     except ZchatError as error:
         reply = Failure(request_id, error)
+    except StorageError as error:  # the shell stops the broker: the store refuses to commit
+        state.failures.report(f"{request.OP}: storage", now_ms, "%s failed: %s", request.OP, error)
+        reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
     except Exception as error:  # a bug costs one request an internal_error, never the broker
         kind = f"{request.OP}: {type(error).__name__}"
         state.failures.report_exception(kind, now_ms, "%s failed", request.OP)
         reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
+    if isinstance(reply, Failure):
+        state.storage.rollback_to_savepoint()
+        outbox.clear()
+    else:
+        state.storage.release_savepoint()
     outbox.insert(0, Unicast(connection.routing_id, reply))
     return outbox
 
@@ -458,7 +479,7 @@ def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
 def load_state(state: BrokerState) -> BrokerState:
     """Fill a fresh state with the stored rooms, creating the `default` room if missing."""
     for stored in state.storage.rooms():
-        state.add_room(stored.name, stored.last_seq)
-    find_or_create_room(state, DEFAULT_ROOM)
+        state.add_room(new_room(state, stored.name, stored.last_seq))
+    state.add_room(find_or_create_room(state, DEFAULT_ROOM)[0])
     state.storage.commit()
     return state

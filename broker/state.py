@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zchat.protocol import RoomCipher, new_room_key, room_topic
+from zchat.protocol import RoomCipher, new_room_key
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
 from zchat.protocol.validation import name_key
 
@@ -111,10 +111,9 @@ class BrokerState:
             limits.registrations_per_hour / 3600, limits.registration_burst, limits.tracked_keys
         )
 
-    def add_room(self, name: str, last_seq: int) -> Room:
-        """Register a room (already stored) with a fresh key."""
-        room = Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
-        self.rooms[name_key(name)] = room
+    def add_room(self, room: Room) -> Room:
+        """Register a room (already stored)."""
+        self.rooms[name_key(room.name)] = room
         self.rooms_by_topic[room.topic] = room
         return room
 

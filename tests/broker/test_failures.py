@@ -10,10 +10,13 @@ import msgpack
 import pytest
 import zmq
 
+from tests.broker.core import CoreHarness
 from tests.processes import RunningBroker, start_broker
 from tests.wire import WireClient
+from zchat.broker.outgoing import Failure, Unicast
 from zchat.broker.repeated_log import RepeatedLog
-from zchat.protocol import ErrorCode, Login, Ping, Register
+from zchat.broker.storage import MemoryStorage, StorageError, StoredEvent
+from zchat.protocol import ErrorCode, Join, Login, Logout, Members, Ping, Register, Send
 
 
 def test_server_key_on_the_request_port_is_unknown_op_and_logs_nothing(
@@ -81,3 +84,76 @@ def test_a_login_whose_check_throws_is_answered_and_frees_its_slot(
         client.close()
         assert broker.stop() == 0
     assert broker.output.text().count("Traceback") == 1
+
+
+def test_a_storage_failure_while_serving_stops_the_broker_with_one_line(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    assert start_broker(data).stop() == 0
+    with sqlite3.connect(data / "zchat.sqlite3") as db:  # the disk fails on one message
+        db.execute(
+            "CREATE TRIGGER fail BEFORE INSERT ON events WHEN NEW.text = 'boom'"
+            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+    db.close()
+    broker = start_broker(data)
+    client = WireClient(context, broker)
+    try:
+        client.sign_up("alice")
+        client.ok(Join(room="room1"))
+        reply = client.call(Send(room="room1", text="boom"))
+        assert reply.error is not None and reply.error.code == ErrorCode.INTERNAL_ERROR
+        assert broker.process.wait(10) == 1
+    finally:
+        client.close()
+        broker.stop()
+    output = broker.output.text()
+    assert "Traceback" not in output and "ExceptionGroup" not in output, output
+    [line] = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert "the database failed" in line and "disk on fire" in line
+
+
+def failing_on(storage: MemoryStorage, kind: str, after: int = 0) -> None:
+    """Make storing the room event of ``kind`` fail, after ``after`` such events stored."""
+    append = storage.append_event
+    seen = [0]
+
+    def append_event(event: StoredEvent) -> None:
+        if event.kind == kind:
+            seen[0] += 1
+            if seen[0] > after:
+                raise StorageError("disk on fire")
+        append(event)
+
+    storage.append_event = append_event  # type: ignore[method-assign]
+
+
+def test_a_logout_that_fails_half_way_changes_nothing() -> None:
+    core = CoreHarness()
+    alice, bob = core.login("alice"), core.login("bob")
+    for room in ("room1", "room2"):
+        core.ok(alice, Join(room=room))
+        core.ok(bob, Join(room=room))
+    keys = {r.name: r.cipher for r in core.state.rooms.values()}
+    failing_on(core.storage, "leave", after=1)  # room1's leave is stored, room2's fails
+
+    [reply] = core.send(alice, Logout())  # nothing else: no keys, no publications
+    assert isinstance(reply, Unicast) and isinstance(reply.message, Failure)
+    assert reply.message.error.code == ErrorCode.INTERNAL_ERROR
+    for name in ("room1", "room2"):
+        room = core.state.rooms[name]
+        assert room.cipher == keys[name] and sorted(room.user_sessions) == ["alice", "bob"]
+        assert [e.seq for e in core.storage.events(name, 1, 99, 99)] == [1, 2]
+        assert room.seq == 2
+    assert core.ok(alice, Members(room="room1"))["members"] == ["alice", "bob"]
+
+
+def test_a_join_that_fails_creates_no_room() -> None:
+    core = CoreHarness()
+    alice = core.login("alice")
+    failing_on(core.storage, "join")
+    reply = core.call(alice, Join(room="new"))
+    assert isinstance(reply, Failure) and reply.error.code == ErrorCode.INTERNAL_ERROR
+    assert "new" not in core.state.rooms and "new" not in [r.name for r in core.storage.rooms()]
+    assert not core.state.sessions[alice.routing_id].rooms

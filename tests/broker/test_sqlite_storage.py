@@ -156,3 +156,35 @@ def test_direct_messages_and_resume_tokens_survive_a_reopen(tmp_path: Path) -> N
     reopened.revoke_resume_token("hash-1")
     assert reopened.use_resume_token("hash-1", now_ms=0, expires_ms=1) is None
     reopened.close()
+
+
+def test_after_a_failed_statement_nothing_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStorage(path)
+    store.add_room("room1")
+    store.commit()
+    store._db.execute(  # a disk that fails on one write; SQLite may then undo more than it
+        "CREATE TEMP TRIGGER fail BEFORE INSERT ON main.events WHEN NEW.text = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    store.append_event(StoredEvent("room1", 1, "msg", "alice", 1, "written"))
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.append_event(StoredEvent("room1", 2, "msg", "alice", 2, "boom"))
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.commit()
+    store.close()
+    assert SqliteStorage(path).rooms() == [StoredRoom("room1", 0)], "nothing after the commit"
+
+
+def test_a_kept_savepoint_waits_for_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStorage(path)
+    reader = sqlite3.connect(path)
+    store.savepoint()
+    store.add_account("alice", "hash")
+    store.release_savepoint()
+    assert reader.execute("SELECT COUNT(*) FROM accounts").fetchone() == (0,)
+    store.commit()
+    assert reader.execute("SELECT COUNT(*) FROM accounts").fetchone() == (1,)
+    reader.close()
+    store.close()
