@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .config import (
     BrokerConfig,
     Retention,
 )
+from .datadir import DataDirInUse, DataDirLock, prepare_data_dir
 from .keys import BrokerKeys, KeyFileError, load_or_create_keys
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
@@ -171,17 +173,21 @@ def main(
 
     if show_key:
         try:
+            prepare_data_dir(config.resolved_data_dir)
             _echo_key(load_or_create_keys(config.resolved_data_dir))
         except (KeyFileError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
         return
 
     started = False
+    lock: DataDirLock | None = None
 
     def ready(endpoints: Endpoints) -> None:
         nonlocal started
         started = True
         host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host
+        if lock is not None:
+            lock.describe(f"pid {os.getpid()}, listening on {host}:{endpoints.port}")
         click.echo(f"Running chat server at {host}:{endpoints.port}")
         click.echo(f"Publishing rooms at {host}:{endpoints.pub_port}")
         click.echo(f"Key service at {host}:{endpoints.key_port}")
@@ -189,7 +195,12 @@ def main(
         click.echo(f"Data in {config.database_path}")
 
     try:
-        asyncio.run(_serve(config, ready))
+        prepare_data_dir(config.resolved_data_dir)
+        lock = DataDirLock(config.resolved_data_dir)
+        try:
+            asyncio.run(_serve(config, ready))
+        finally:
+            lock.release()
     except Exception as exc:
         failure = operator_failure(exc)
         if failure is None:
@@ -201,7 +212,7 @@ def main(
     click.echo("Broker stopped.")
 
 
-OPERATOR_ERRORS = (StorageError, KeyFileError, OSError, zmq.ZMQError)
+OPERATOR_ERRORS = (StorageError, KeyFileError, DataDirInUse, OSError, zmq.ZMQError)
 """Failures the operator can act on: told in one line, not a traceback."""
 
 

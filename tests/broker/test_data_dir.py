@@ -1,0 +1,42 @@
+"""The data directory: one broker at a time, private files, and a damaged database refused."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import zmq
+
+from tests.processes import script, start_broker
+from tests.wire import WireClient
+from zchat.protocol import Ping
+
+
+def run_broker_command(data: Path) -> subprocess.CompletedProcess[str]:
+    """`zchat-broker` on free ports, expected to refuse at once."""
+    return subprocess.run(
+        [script("zchat-broker"), "--data-dir", str(data), "--host", "127.0.0.1",
+         "--port", "0", "--pub-port", "0", "--key-port", "0"],
+        check=False, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_a_second_broker_on_the_same_data_dir_refuses_to_start(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    first = start_broker(data)
+    try:
+        refused = run_broker_command(data)
+        assert refused.returncode == 1
+        [line] = [line for line in refused.stderr.splitlines() if "INFO" not in line]
+        assert line.startswith("Error: another broker is using")
+        assert str(data) in line
+        assert f"pid {first.process.pid}, listening on 127.0.0.1:{first.port}" in line
+        client = WireClient(context, first)
+        assert client.call(Ping()).error is not None  # not logged in, but answered
+        client.close()
+    finally:
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert start_broker(data).stop() == 0, "the kernel dropped the killed broker's lock"
