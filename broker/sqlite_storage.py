@@ -13,7 +13,10 @@ that are gone.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,20 @@ CREATE TABLE IF NOT EXISTS resume_tokens (
 """
 
 
+@contextmanager
+def _private_files(path: Path) -> Iterator[None]:
+    """Only the owner may read the database: existing files are made 0600, and new ones
+    are created so (SQLite gives its WAL and shared-memory files the database's mode)."""
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if existing.exists() and existing.stat().st_mode & 0o077:
+            existing.chmod(0o600)
+    before = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
 class SqliteStorage:
     """Accounts, rooms and events in ``path``; one connection, used from the event loop."""
 
@@ -98,28 +115,33 @@ class SqliteStorage:
         self._rooms_added: list[str] = []
         """Rooms added inside the open savepoint, forgotten again if it is rolled back."""
         try:
-            self._db = sqlite3.connect(path, isolation_level="DEFERRED")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path} was written by a newer zchat (schema {version} > {SCHEMA_VERSION})"
-                )
-            if version == 0:
-                self._db.executescript(_SCHEMA)
-                version = 1
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                self._db.executescript(_MIGRATIONS[step])
-            self._db.executescript(_SCHEMA_V2)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            self._db.commit()
-            self._room_ids: dict[str, int] = dict(
-                self._db.execute("SELECT name_key, room_id FROM rooms")
-            )
-        except sqlite3.Error as exc:
+            with _private_files(path):
+                self._open(path)
+        except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open {path}: {exc}") from exc
+
+    def _open(self, path: Path) -> None:
+        """Connect, and bring the schema to the current version."""
+        self._db = sqlite3.connect(path, isolation_level="DEFERRED")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{path} was written by a newer zchat (schema {version} > {SCHEMA_VERSION})"
+            )
+        if version == 0:
+            self._db.executescript(_SCHEMA)
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            self._db.executescript(_MIGRATIONS[step])
+        self._db.executescript(_SCHEMA_V2)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.commit()
+        self._room_ids: dict[str, int] = dict(
+            self._db.execute("SELECT name_key, room_id FROM rooms")
+        )
 
     def add_account(self, name: str, password_hash: str) -> bool:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -40,3 +41,27 @@ def test_a_second_broker_on_the_same_data_dir_refuses_to_start(
     finally:
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     assert start_broker(data).stop() == 0, "the kernel dropped the killed broker's lock"
+
+
+def test_the_data_dir_and_the_database_files_are_private(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    assert start_broker(data).stop() == 0
+    data.chmod(0o755)  # as an older broker, or a careless operator, left them
+    (data / "zchat.sqlite3").chmod(0o644)
+    broker = start_broker(data)
+    client = WireClient(context, broker)
+    try:
+        client.sign_up("alice")  # writes: the WAL is in use
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = sorted(data.glob("zchat.sqlite3*"))
+        assert [f.name for f in files] == [
+            "zchat.sqlite3",
+            "zchat.sqlite3-shm",
+            "zchat.sqlite3-wal",
+        ]
+        assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600] * 3
+    finally:
+        client.close()
+        assert broker.stop() == 0
