@@ -90,6 +90,21 @@ CREATE TABLE IF NOT EXISTS resume_tokens (
 """
 
 
+def _check_intact(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse a damaged database at start (``quick_check`` reads every page): damage
+    found later would fail requests, such as every login, one by one."""
+    try:
+        verdict = [str(row[0]) for row in db.execute("PRAGMA quick_check(1)")]
+    except sqlite3.DatabaseError as exc:
+        verdict = [str(exc)]
+    if verdict != ["ok"]:
+        found = " ".join(verdict[0].replace("*** in database main ***", "").split())
+        raise StorageError(
+            f"{path} is damaged ({found}); restore it from a backup, or move it away to start "
+            "with an empty one"
+        )
+
+
 @contextmanager
 def _private_files(path: Path) -> Iterator[None]:
     """Only the owner may read the database: existing files are made 0600, and new ones
@@ -123,6 +138,7 @@ class SqliteStorage:
     def _open(self, path: Path) -> None:
         """Connect, and bring the schema to the current version."""
         self._db = sqlite3.connect(path, isolation_level="DEFERRED")
+        _check_intact(self._db, path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")

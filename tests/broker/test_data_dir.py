@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -65,3 +66,27 @@ def test_the_data_dir_and_the_database_files_are_private(
     finally:
         client.close()
         assert broker.stop() == 0
+
+
+def test_a_damaged_database_is_refused_at_start_in_one_line(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    broker = start_broker(data)
+    client = WireClient(context, broker)
+    client.sign_up("alice")
+    client.close()
+    assert broker.stop() == 0
+    database = data / "zchat.sqlite3"
+    with sqlite3.connect(database) as db:
+        [(page,)] = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'accounts'")
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with database.open("r+b") as file:  # the accounts table's page, past its header
+        file.seek((page - 1) * page_size + 8)
+        file.write(b"\xa5" * (page_size - 8))
+
+    refused = run_broker_command(data)
+    assert refused.returncode == 1
+    [line] = [line for line in refused.stderr.splitlines() if "INFO" not in line]
+    assert line.startswith(f"Error: {database} is damaged")
