@@ -477,9 +477,11 @@ def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
 
 
 def load_state(state: BrokerState) -> BrokerState:
-    """Fill a fresh state with the stored rooms, creating the `default` room if missing."""
+    """Fill a fresh state with the stored rooms, creating the `default` room if missing.
+
+    Each room gets a new key, numbered after the newest it ever had."""
     for stored in state.storage.rooms():
-        state.add_room(new_room(state, stored.name, stored.last_seq))
+        state.add_room(new_room(state, stored.name, stored.last_seq, stored.kid))
     state.add_room(find_or_create_room(state, DEFAULT_ROOM)[0])
     state.storage.commit()
     return state

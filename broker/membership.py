@@ -35,12 +35,15 @@ def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
     if room is not None:
         return room, False
     state.storage.add_room(name)
-    return new_room(state, name, last_seq=0), True
+    return new_room(state, name, last_seq=0, last_kid=0), True
 
 
-def new_room(state: BrokerState, name: str, last_seq: int) -> Room:
-    """A stored room as the state keeps it (not yet added), with a fresh key."""
-    return Room(name, room_topic(name), last_seq, RoomCipher(1, state.new_key()))
+def new_room(state: BrokerState, name: str, last_seq: int, last_kid: int) -> Room:
+    """A stored room as the state keeps it (not yet added), with a fresh key numbered after
+    ``last_kid``, the newest it ever had (that key died with the broker that made it)."""
+    kid = last_kid + 1
+    state.storage.set_room_kid(name, kid)
+    return Room(name, room_topic(name), last_seq, RoomCipher(kid, state.new_key()))
 
 
 def publish_event(
@@ -149,8 +152,10 @@ def _apply_leave(
 
 
 def next_cipher(state: BrokerState, room: Room) -> RoomCipher:
-    """A new key for the room, numbered after its current one."""
-    return RoomCipher(room.cipher.kid + 1, state.new_key())
+    """A new key for the room, numbered after its current one (the number stored first)."""
+    kid = room.cipher.kid + 1
+    state.storage.set_room_kid(room.name, kid)
+    return RoomCipher(kid, state.new_key())
 
 
 def hand_out_key(room: Room, cipher: RoomCipher, outbox: list[Outgoing]) -> None:

@@ -33,7 +33,7 @@ from .storage import (
 
 __all__ = ["SqliteStorage", "StorageError"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 -- version 1, as first shipped; later versions are reached through _MIGRATIONS
@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS events (
 _MIGRATIONS = {
     2: """
     ALTER TABLE events ADD COLUMN msg_id TEXT;
+    """,
+    3: """
+    ALTER TABLE rooms ADD COLUMN kid INTEGER NOT NULL DEFAULT 0;
     """,
 }
 """What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1."""
@@ -187,10 +190,15 @@ class SqliteStorage:
     def rooms(self) -> list[StoredRoom]:
         rows = self._read(
             "SELECT r.name,"
-            " COALESCE((SELECT MAX(seq) FROM events e WHERE e.room_id = r.room_id), 0)"
+            " COALESCE((SELECT MAX(seq) FROM events e WHERE e.room_id = r.room_id), 0), r.kid"
             " FROM rooms r ORDER BY r.room_id"
         )
-        return [StoredRoom(name, last_seq) for name, last_seq in rows]
+        return [StoredRoom(name, last_seq, kid) for name, last_seq, kid in rows]
+
+    def set_room_kid(self, name: str, kid: int) -> None:
+        self._write(
+            "UPDATE rooms SET kid = ? WHERE room_id = ?", (kid, self._room_ids[name_key(name)])
+        )
 
     def append_event(self, event: StoredEvent) -> None:
         room_id = self._room_ids[name_key(event.room)]

@@ -24,10 +24,12 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class StoredRoom:
-    """A room as stored: its name as created and its last sequence number."""
+    """A room as stored: its name as created, its last sequence number, and the id of the
+    newest key it was given (0: none yet)."""
 
     name: str
     last_seq: int
+    kid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,12 @@ class Storage(Protocol):
         ...
 
     def rooms(self) -> list[StoredRoom]:
-        """Every room with its last sequence number."""
+        """Every room with its last sequence number and newest key id."""
+        ...
+
+    def set_room_kid(self, name: str, kid: int) -> None:
+        """Record the id of the room's newest key, before the key is used, so that no id
+        names two keys, also across restarts."""
         ...
 
     def append_event(self, event: StoredEvent) -> None:
@@ -156,6 +163,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._accounts: dict[str, Account] = {}
         self._rooms: dict[str, str] = {}
+        self._kids: dict[str, int] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._directs: dict[int, StoredDirect] = {}
         self._delivered: set[int] = set()
@@ -184,9 +192,15 @@ class MemoryStorage:
 
     def rooms(self) -> list[StoredRoom]:
         return [
-            StoredRoom(name, self._events[key][-1].seq if self._events[key] else 0)
+            StoredRoom(
+                name, self._events[key][-1].seq if self._events[key] else 0, self._kids.get(key, 0)
+            )
             for key, name in self._rooms.items()
         ]
+
+    def set_room_kid(self, name: str, kid: int) -> None:
+        self._before_write()
+        self._kids[name_key(name)] = kid
 
     def append_event(self, event: StoredEvent) -> None:
         stream = self._events[name_key(event.room)]
@@ -259,14 +273,14 @@ class MemoryStorage:
 
     def rollback_to_savepoint(self) -> None:
         if self._before_request is not None:
-            (self._accounts, self._rooms, self._events, self._directs, self._delivered,
-             self._next_direct, self._tokens) = self._before_request  # fmt: skip
+            (self._accounts, self._rooms, self._kids, self._events, self._directs,
+             self._delivered, self._next_direct, self._tokens) = self._before_request  # fmt: skip
         self.release_savepoint()
 
     def _before_write(self) -> None:
         if self._in_request and self._before_request is None:
             self._before_request = (
-                dict(self._accounts), dict(self._rooms),
+                dict(self._accounts), dict(self._rooms), dict(self._kids),
                 {key: list(stream) for key, stream in self._events.items()},
                 dict(self._directs), set(self._delivered), self._next_direct, dict(self._tokens),
             )  # fmt: skip

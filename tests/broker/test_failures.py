@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +17,18 @@ from tests.wire import WireClient
 from zchat.broker.outgoing import Failure, Unicast
 from zchat.broker.repeated_log import RepeatedLog
 from zchat.broker.storage import MemoryStorage, StorageError, StoredEvent
-from zchat.protocol import ErrorCode, Join, Login, Logout, Members, Ping, Register, Send
+from zchat.protocol import (
+    ErrorCode,
+    Join,
+    Leave,
+    Login,
+    Logout,
+    Members,
+    Ping,
+    Register,
+    RoomKey,
+    Send,
+)
 
 
 def test_server_key_on_the_request_port_is_unknown_op_and_logs_nothing(
@@ -157,3 +169,32 @@ def test_a_join_that_fails_creates_no_room() -> None:
     assert isinstance(reply, Failure) and reply.error.code == ErrorCode.INTERNAL_ERROR
     assert "new" not in core.state.rooms and "new" not in [r.name for r in core.storage.rooms()]
     assert not core.state.sessions[alice.routing_id].rooms
+
+
+def test_a_key_id_never_names_two_keys_across_restarts(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    first = start_broker(data)
+    alice, bob = WireClient(context, first), WireClient(context, first)
+    try:
+        alice.sign_up("alice")
+        bob.sign_up("bob")
+        kids = {alice.ok(Join(room="room1"))["kid"], bob.ok(Join(room="room1"))["kid"]}
+        bob.ok(Leave(room="room1"))  # a new key for alice
+        alice.ok(Ping())
+        kids |= {event.kid for event in alice.events if isinstance(event, RoomKey)}
+    finally:
+        alice.close()
+        bob.close()
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert len(kids) == 2
+
+    second = start_broker(data)
+    alice = WireClient(context, second)
+    try:
+        alice.ok(Login(user="alice", password="correct horse"))
+        assert alice.ok(Join(room="room1"))["kid"] > max(kids)
+    finally:
+        alice.close()
+        assert second.stop() == 0

@@ -29,11 +29,12 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     store.add_room("empty")
     for seq in (1, 2, 3):
         store.append_event(StoredEvent("room1", seq, "msg", "alice", 1000 + seq, f"m{seq}"))
+    store.set_room_kid("room1", 5)
     store.close()
 
     reopened = SqliteStorage(path)
     assert reopened.account("alice") is not None
-    assert reopened.rooms() == [StoredRoom("room1", 3), StoredRoom("empty", 0)]
+    assert reopened.rooms() == [StoredRoom("room1", 3, kid=5), StoredRoom("empty", 0)]
     later = reopened.events("room1", from_seq=2, to_seq=99, limit=10)
     assert [e.text for e in later] == ["m2", "m3"]
     assert [e.seq for e in reopened.events("room1", from_seq=1, to_seq=99, limit=2)] == [1, 2]
@@ -98,6 +99,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     old.close()
     store = SqliteStorage(path)
     assert [e.text for e in store.events("room1", 1, 1, 10)] == ["from version 1"]
+    assert store.rooms() == [StoredRoom("room1", 1, kid=0)]
     store.append_event(StoredEvent("room1", 2, "msg", "alice", 6, "new", msg_id="x"))
     with pytest.raises(DuplicateMessage):
         store.append_event(StoredEvent("room1", 3, "msg", "alice", 7, "new", msg_id="x"))

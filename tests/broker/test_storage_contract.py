@@ -58,3 +58,14 @@ def test_a_request_that_writes_nothing_can_be_rolled_back(store: Storage) -> Non
     store.add_room("room1")
     store.commit()
     assert store.rooms() == [StoredRoom("room1", 0)]
+
+
+def test_a_rooms_newest_key_id_is_kept_unless_its_request_is_undone(store: Storage) -> None:
+    store.add_room("room1")
+    assert store.rooms() == [StoredRoom("room1", 0, kid=0)]
+    store.set_room_kid("ROOM1", 7)
+    store.savepoint()
+    store.set_room_kid("room1", 8)
+    store.rollback_to_savepoint()
+    store.commit()
+    assert store.rooms() == [StoredRoom("room1", 0, kid=7)]
