@@ -12,7 +12,7 @@ import zmq
 
 from tests.processes import script, start_broker
 from tests.wire import WireClient
-from zchat.protocol import Ping
+from zchat.protocol import Join, Send
 
 
 def run_broker_command(data: Path) -> subprocess.CompletedProcess[str]:
@@ -36,8 +36,10 @@ def test_a_second_broker_on_the_same_data_dir_refuses_to_start(
         assert line.startswith("Error: another broker is using")
         assert str(data) in line
         assert f"pid {first.process.pid}, listening on 127.0.0.1:{first.port}" in line
-        client = WireClient(context, first)
-        assert client.call(Ping()).error is not None  # not logged in, but answered
+        client = WireClient(context, first)  # the first broker goes on undisturbed
+        client.sign_up("alice")
+        client.ok(Join(room="room1"))
+        assert client.ok(Send(room="room1", text="still mine"))["seq"] == 2
         client.close()
     finally:
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL

@@ -126,6 +126,31 @@ def test_a_storage_failure_while_serving_stops_the_broker_with_one_line(
     assert "the database failed" in line and "disk on fire" in line
 
 
+def test_a_storage_failure_in_the_background_is_one_line_not_a_task_group_traceback(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    broker = start_broker(data)
+    client = WireClient(context, broker)
+    client.sign_up("alice")
+    client.ok(Join(room="room1"))
+    client.ok(Send(room="room1", text="old news"))
+    client.close()
+    assert broker.stop() == 0
+    with sqlite3.connect(data / "zchat.sqlite3") as db:  # pruning history will fail
+        db.execute(
+            "CREATE TRIGGER fail BEFORE DELETE ON events"
+            " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+    db.close()
+    broker = start_broker(data, "--history-max", "1")
+    assert broker.process.wait(10) == 1
+    output = broker.output.text()
+    assert "Traceback" not in output and "ExceptionGroup" not in output, output
+    [line] = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert "the database failed, so the broker stopped" in line and "disk on fire" in line
+
+
 def failing_on(storage: MemoryStorage, kind: str, after: int = 0) -> None:
     """Make storing the room event of ``kind`` fail, after ``after`` such events stored."""
     append = storage.append_event
