@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
+import zmq.asyncio
 
 from tests.broker.core import CoreHarness
 from tests.processes import RunningBroker, start_broker
 from tests.wire import WireClient
+from zchat.broker.handlers import load_state
 from zchat.broker.outgoing import Failure, Unicast
+from zchat.broker.passwords import PasswordHasher
 from zchat.broker.repeated_log import RepeatedLog
+from zchat.broker.server import BrokerShell
+from zchat.broker.state import BrokerSettings, BrokerState, Connection
 from zchat.broker.storage import MemoryStorage, StorageError, StoredEvent
 from zchat.protocol import (
     ErrorCode,
@@ -26,8 +33,10 @@ from zchat.protocol import (
     Members,
     Ping,
     Register,
+    Reply,
     RoomKey,
     Send,
+    decode_incoming,
 )
 
 
@@ -223,3 +232,44 @@ def test_a_key_id_never_names_two_keys_across_restarts(
     finally:
         alice.close()
         assert second.stop() == 0
+
+
+class AccountsOnFire(MemoryStorage):
+    """A store whose account lookups fail, and which then refuses to commit."""
+
+    def account(self, name: str) -> None:
+        self.failed = True
+        raise StorageError("disk on fire")
+
+    def commit(self) -> None:
+        if getattr(self, "failed", False):
+            raise StorageError("disk on fire")
+        super().commit()
+
+
+def test_a_login_whose_account_cannot_be_read_is_answered_then_the_broker_stops() -> None:
+    async def scenario() -> None:
+        context = zmq.asyncio.Context()
+        router, publisher = context.socket(zmq.ROUTER), context.socket(zmq.PUB)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.ROUTING_ID, b"alice")
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        await dealer.send(b"hi")  # the ROUTER now knows the peer
+        await router.recv_multipart()
+        state = load_state(BrokerState(AccountsOnFire(), BrokerSettings(pub_port=0)))
+        with ThreadPoolExecutor(1) as pool:
+            shell = BrokerShell(state, router, publisher, PasswordHasher(), pool)
+            login = Login(user="alice", password="a good password")
+            assert shell.start_authentication(Connection(b"alice", "127.0.0.1"), 7, login) == []
+            with pytest.raises(StorageError, match="disk on fire"):
+                await asyncio.wait_for(shell.watch(), 10)
+            reply = decode_incoming(await asyncio.wait_for(dealer.recv(), 10))
+            assert isinstance(reply, Reply) and reply.request_id == 7
+            assert reply.error is not None and reply.error.code == ErrorCode.INTERNAL_ERROR
+            await shell.aclose()
+        for socket in (router, publisher, dealer):
+            socket.close(0)
+        context.term()
+
+    asyncio.run(scenario())
