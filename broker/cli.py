@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .config import (
     BrokerConfig,
     Retention,
 )
+from .datadir import DataDirInUse, DataDirLock, prepare_data_dir
 from .keys import BrokerKeys, KeyFileError, load_or_create_keys
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
@@ -190,13 +192,21 @@ def main(
 
     if show_key:
         try:
+            prepare_data_dir(config.resolved_data_dir)
             _echo_key(load_or_create_keys(config.resolved_data_dir))
         except (KeyFileError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
         return
 
+    started = False
+    lock: DataDirLock | None = None
+
     def ready(endpoints: Endpoints) -> None:
+        nonlocal started
+        started = True
         host = f"[{endpoints.host}]" if ":" in endpoints.host else endpoints.host
+        if lock is not None:
+            lock.describe(f"pid {os.getpid()}, listening on {host}:{endpoints.port}")
         click.echo(f"Running chat server at {host}:{endpoints.port}")
         click.echo(f"Publishing rooms at {host}:{endpoints.pub_port}")
         click.echo(f"Key service at {host}:{endpoints.key_port}")
@@ -204,10 +214,37 @@ def main(
         click.echo(f"Data in {config.database_path}")
 
     try:
-        asyncio.run(_serve(config, ready))
-    except (StorageError, KeyFileError, OSError, zmq.ZMQError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        prepare_data_dir(config.resolved_data_dir)
+        lock = DataDirLock(config.resolved_data_dir)
+        try:
+            asyncio.run(_serve(config, ready))
+        finally:
+            lock.release()
+    except Exception as exc:
+        failure = operator_failure(exc)
+        if failure is None:
+            raise
+        message = str(failure)
+        if started and isinstance(failure, StorageError):
+            message = f"the database failed, so the broker stopped: {failure}"
+        raise click.ClickException(message) from exc
     click.echo("Broker stopped.")
+
+
+OPERATOR_ERRORS = (StorageError, KeyFileError, DataDirInUse, OSError, zmq.ZMQError)
+"""Failures the operator can act on: told in one line, not a traceback."""
+
+
+def operator_failure(error: BaseException) -> BaseException | None:
+    """``error`` if it is one of `OPERATOR_ERRORS`, or the first such error in a task
+    group's (a serving task that failed stops them all); None for anything else."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = operator_failure(inner)
+            if found is not None:
+                return found
+        return None
+    return error if isinstance(error, OPERATOR_ERRORS) else None
 
 
 def raise_open_file_limit() -> int:

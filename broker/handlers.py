@@ -37,6 +37,7 @@ from zchat.protocol import (
     Resume,
     RoomEventKind,
     Send,
+    ServerKey,
     SessionEnded,
     ZchatError,
 )
@@ -52,6 +53,7 @@ from zchat.protocol.errors import (
     NotMember,
     RateLimited,
     SessionExpired,
+    UnknownOperation,
 )
 from zchat.protocol.limits import (
     DEFAULT_ROOM,
@@ -70,12 +72,13 @@ from .membership import (
     find_or_create_room,
     join_room,
     leave_room,
+    new_room,
     publish_event,
     unbind_session,
 )
 from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
-from .storage import DuplicateMessage, StoredDirect, StoredEvent
+from .storage import DuplicateMessage, StorageError, StoredDirect, StoredEvent
 from .throttle import BucketTable, TokenBucket, take_all
 
 REPLY_EVENTS_BYTES = MAX_FRAME_BYTES - 4096
@@ -235,8 +238,9 @@ def handle_resume(ctx: Context, request: Resume) -> dict[str, Any]:
     logger.info("%s resumed a session from <%s>", user, peer)
     if session is None:
         return start_session(ctx, user, token)
+    unread = state.storage.count_undelivered(user)  # read before anything changes
     take_over(state, session, ctx.connection, token_hash(token), ctx.now_ms, ctx.outbox)
-    return session_reply(state, session, token)
+    return session_reply(session, token, unread)
 
 
 def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
@@ -244,6 +248,7 @@ def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
     state, peer = ctx.state, ctx.connection.peer
     limits = state.settings.limits
     check_session_room(state, peer)
+    unread = state.storage.count_undelivered(user)  # read before anything changes
     session = Session(
         state.new_session_id(),
         user,
@@ -254,15 +259,15 @@ def start_session(ctx: Context, user: str, token: str) -> dict[str, Any]:
     )
     bind_session(state, session)
     state.sessions_by_user.setdefault(name_key(user), {})[session.session_id] = session
-    return session_reply(state, session, token)
+    return session_reply(session, token, unread)
 
 
-def session_reply(state: BrokerState, session: Session, token: str) -> dict[str, Any]:
+def session_reply(session: Session, token: str, unread: int) -> dict[str, Any]:
     return {
         "user": session.user,
         "session": session.session_id,
         "resume": token,
-        "unread": state.storage.count_undelivered(session.user),
+        "unread": unread,
     }
 
 
@@ -295,8 +300,8 @@ def take_over(
 def handle_logout(ctx: Context, request: Logout) -> dict[str, Any]:
     """logout {} -> {rooms: [left]}"""
     session = ctx.member
+    ctx.state.storage.revoke_resume_token(session.resume_hash)  # this session's only; stored first
     rooms = end_session(ctx.state, session, ctx.now_ms, ctx.outbox)
-    ctx.state.storage.revoke_resume_token(session.resume_hash)  # this session's token only
     logger.info("%s logged out from <%s>", session.user, ctx.connection.peer)
     return {"rooms": rooms}
 
@@ -514,6 +519,13 @@ HANDLERS: dict[type[Request], Handler] = {
 }
 
 
+NOT_SERVED_HERE: dict[type[Request], str] = {
+    ServerKey: "server_key is answered by the key service (the request port + 2 unless the "
+    "broker says otherwise), not by the request port",
+}
+"""Valid requests this socket does not serve, and where to ask instead."""
+
+
 def dispatch(
     state: BrokerState,
     connection: Connection,
@@ -521,13 +533,23 @@ def dispatch(
     request: Request,
     now_ms: int,
 ) -> list[Outgoing]:
-    """Run one decoded request; returns the reply and everything else to send."""
+    """Run one decoded request; returns the reply and everything else to send.
+
+    A request that fails changes nothing: its writes are rolled back to the savepoint
+    taken before it, and nothing it would have sent leaves (handlers store before they
+    change the state in memory, so a failed store leaves that as it was too)."""
     outbox: list[Outgoing] = []
     session = session_of(state, connection, now_ms, outbox)
+    settled = len(outbox)  # what ending a stale session sent stands, whatever follows
     ctx = Context(state, connection, now_ms, session, outbox)
     reply: Result | Failure
+    state.storage.savepoint()
     try:
-        handler = HANDLERS[type(request)]
+        handler = HANDLERS.get(type(request))
+        if handler is None:
+            raise UnknownOperation(
+                NOT_SERVED_HERE.get(type(request), f"{request.OP} is not served here")
+            )
         if request.NEEDS_SESSION and session is None:
             if (connection.routing_id, connection.client_key) in state.expired:
                 raise SessionExpired("your session expired; log in again")
@@ -537,9 +559,18 @@ def dispatch(
         reply = Result(request_id, handler(ctx, request))
     except ZchatError as error:
         reply = Failure(request_id, error)
-    except Exception:  # a bug costs one request an internal_error, never the broker
-        logger.exception("%s failed", request.OP)
+    except StorageError as error:  # the shell stops the broker: the store refuses to commit
+        state.failures.report(f"{request.OP}: storage", now_ms, "%s failed: %s", request.OP, error)
         reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
+    except Exception as error:  # a bug costs one request an internal_error, never the broker
+        kind = f"{request.OP}: {type(error).__name__}"
+        state.failures.report_exception(kind, now_ms, "%s failed", request.OP)
+        reply = Failure(request_id, InternalError(f"{request.OP} failed; try again"))
+    if isinstance(reply, Failure):
+        state.storage.rollback_to_savepoint()
+        del outbox[settled:]
+    else:
+        state.storage.release_savepoint()
     outbox.insert(0, Unicast(connection.routing_id, reply))
     return outbox
 
@@ -579,9 +610,11 @@ def expire_sessions(state: BrokerState, now_ms: int) -> list[Outgoing]:
 
 
 def load_state(state: BrokerState) -> BrokerState:
-    """Fill a fresh state with the stored rooms, creating the `default` room if missing."""
+    """Fill a fresh state with the stored rooms, creating the `default` room if missing.
+
+    Each room gets a new key, numbered after the newest it ever had."""
     for stored in state.storage.rooms():
-        state.add_room(stored.name, stored.last_seq)
-    find_or_create_room(state, DEFAULT_ROOM)
+        state.add_room(new_room(state, stored.name, stored.last_seq, stored.kid))
+    state.add_room(find_or_create_room(state, DEFAULT_ROOM)[0])
     state.storage.commit()
     return state

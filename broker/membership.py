@@ -3,15 +3,21 @@
 Every change that takes someone out of a room replaces the room's key and hands
 the new one to the members who remain, so only current members can open what
 is published next. The replacement is made once per broker batch, however many
-sessions left the room in it (`schedule_rekey`, then `rotate_keys` as the batch
-ends): churn costs one key per member per batch, not one per leave.
+sessions left the room in it (`_store_leave` numbers the next key, `_apply_leave`
+seals with it, `rotate_keys` hands it out as the batch ends): churn costs one key
+per member per batch, not one per leave.
+
+Each change stores what it writes before it touches the state in memory, and a
+change of several rooms stores for all of them first: a store that fails then
+leaves memory as it was, and the request's savepoint undoes the rest.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement
+from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement, room_topic
 from zchat.protocol.validation import name_key
 
 from .outgoing import Outgoing, Publish, RoomPost, Unicast
@@ -25,15 +31,22 @@ ANNOUNCE_FOR_MS = 1_000
 
 
 def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
-    """The room of that name (ignoring case), creating and storing it if needed."""
+    """The room of that name (ignoring case), or a new one, stored; a new room joins the
+    state with its first member (`join_room`), so a join that fails leaves no room."""
     key = name_key(name)
     room = state.rooms.get(key)
     if room is not None:
         return room, False
     state.storage.add_room(name)
-    room = state.add_room(name, last_seq=0)
-    logger.info("room [%s] created", name)
-    return room, True
+    return new_room(state, name, last_seq=0, last_kid=0), True
+
+
+def new_room(state: BrokerState, name: str, last_seq: int, last_kid: int) -> Room:
+    """A stored room as the state keeps it (not yet added), with a fresh key numbered after
+    ``last_kid``, the newest it ever had (that key died with the broker that made it)."""
+    kid = last_kid + 1
+    state.storage.set_room_kid(name, kid)
+    return Room(name, room_topic(name), last_seq, RoomCipher(kid, state.new_key()))
 
 
 def publish_event(
@@ -51,13 +64,19 @@ def publish_event(
     Raises `DuplicateMessage` (storing and publishing nothing) if the user already
     stored a message with this ``msg_id`` in this room.
     """
-    seq = room.seq + 1
-    state.storage.append_event(StoredEvent(room.name, seq, kind.value, user, now_ms, text, msg_id))
-    room.seq = seq
+    event = StoredEvent(room.name, room.seq + 1, kind.value, user, now_ms, text, msg_id)
+    state.storage.append_event(event)
+    post_event(state, room, event, outbox)
+    return event.seq
+
+
+def post_event(state: BrokerState, room: Room, event: StoredEvent, outbox: list[Outgoing]) -> None:
+    """Make a stored event the room's latest and post it for publishing (memory only)."""
+    room.seq = event.seq
+    posted = (RoomEventKind(event.kind), event.user, event.ts_ms, event.text)
     cipher = room.next_cipher or room.cipher  # after a leave: the key the leaver never gets
-    outbox.append(RoomPost(room.topic, cipher, seq, (kind, user, now_ms, text)))
-    state.announcing[room.topic] = now_ms + ANNOUNCE_FOR_MS
-    return seq
+    outbox.append(RoomPost(room.topic, cipher, event.seq, posted))
+    state.announcing[room.topic] = event.ts_ms + ANNOUNCE_FOR_MS
 
 
 def announce_rooms(state: BrokerState, now_ms: int) -> list[Outgoing]:
@@ -76,12 +95,16 @@ def join_room(
     """Add a session to a room; the user's first session there is announced."""
     if session.session_id in room.sessions:
         return
+    count = room.user_sessions.get(session.user, 0)
+    if count == 0:  # stored before anything changes
+        publish_event(state, room, RoomEventKind.JOINED, session.user, now_ms, outbox)
+    if state.rooms.get(name_key(room.name)) is not room:
+        state.add_room(room)
+        logger.info("room [%s] created", room.name)
     room.sessions[session.session_id] = session
     session.rooms.add(name_key(room.name))
-    count = room.user_sessions.get(session.user, 0)
     room.user_sessions[session.user] = count + 1
     if count == 0:
-        publish_event(state, room, RoomEventKind.JOINED, session.user, now_ms, outbox)
         logger.info(
             "%s joined room [%s] from <%s>", session.user, room.name, session.connection.peer
         )
@@ -90,8 +113,36 @@ def join_room(
 def leave_room(
     state: BrokerState, session: Session, room: Room, now_ms: int, outbox: list[Outgoing]
 ) -> None:
-    """Take a session out of a room, rekey it (as the batch ends), and announce the user's
-    last session leaving."""
+    """Take a session out of a room, rekey it, and announce the user's last session leaving."""
+    _apply_leave(state, session, _store_leave(state, session, room, now_ms), outbox)
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaving:
+    """What one session leaving one room has stored, to be applied in memory."""
+
+    room: Room
+    cipher: RoomCipher | None
+    """The room's next key, if this leave is the batch's first in the room."""
+    event: StoredEvent | None
+    """The leave event, when this was the user's last session in the room."""
+
+
+def _store_leave(state: BrokerState, session: Session, room: Room, now_ms: int) -> _Leaving:
+    """Store what leaving writes, changing nothing in memory."""
+    event = None
+    if room.user_sessions[session.user] == 1:
+        kind = RoomEventKind.LEFT.value
+        event = StoredEvent(room.name, room.seq + 1, kind, session.user, now_ms, "")
+        state.storage.append_event(event)
+    cipher = new_cipher(state, room) if room.next_cipher is None else None
+    return _Leaving(room, cipher, event)
+
+
+def _apply_leave(
+    state: BrokerState, session: Session, leaving: _Leaving, outbox: list[Outgoing]
+) -> None:
+    room = leaving.room
     del room.sessions[session.session_id]
     session.rooms.discard(name_key(room.name))
     remaining = room.user_sessions[session.user] - 1
@@ -99,18 +150,19 @@ def leave_room(
         room.user_sessions[session.user] = remaining
     else:
         del room.user_sessions[session.user]
-    schedule_rekey(state, room)
-    if not remaining:
-        publish_event(state, room, RoomEventKind.LEFT, session.user, now_ms, outbox)
+    if leaving.cipher is not None:
+        room.next_cipher = leaving.cipher
+        state.rekey_due[name_key(room.name)] = room
+    if leaving.event is not None:  # sealed with the new key: the leaver cannot read it
+        post_event(state, room, leaving.event, outbox)
         logger.info("%s left room [%s] from <%s>", session.user, room.name, session.connection.peer)
 
 
-def schedule_rekey(state: BrokerState, room: Room) -> None:
-    """Seal whatever the room posts from now on with a new key that nobody has yet
-    (`publish_event` uses it); `rotate_keys` hands it out when the batch ends."""
-    if room.next_cipher is None:
-        room.next_cipher = RoomCipher(room.cipher.kid + 1, state.new_key())
-        state.rekey_due[name_key(room.name)] = room
+def new_cipher(state: BrokerState, room: Room) -> RoomCipher:
+    """A new key for the room, numbered after its current one (the number stored first)."""
+    kid = room.cipher.kid + 1
+    state.storage.set_room_kid(room.name, kid)
+    return RoomCipher(kid, state.new_key())
 
 
 def rotate_keys(state: BrokerState) -> list[Outgoing]:
@@ -132,12 +184,14 @@ def rotate_keys(state: BrokerState) -> list[Outgoing]:
 def end_session(
     state: BrokerState, session: Session, now_ms: int, outbox: list[Outgoing]
 ) -> list[str]:
-    """Take a session out of every room and forget it; returns the names of the rooms left."""
-    left = []
-    for key in sorted(session.rooms):
-        room = state.rooms[key]
-        leave_room(state, session, room, now_ms, outbox)
-        left.append(room.name)
+    """Take a session out of every room and forget it; returns the names of the rooms left.
+
+    Every room's leave is stored before any is applied, so a failed store changes nothing."""
+    rooms = [state.rooms[key] for key in sorted(session.rooms)]
+    stored = [_store_leave(state, session, room, now_ms) for room in rooms]
+    for leaving in stored:
+        _apply_leave(state, session, leaving, outbox)
+    left = [room.name for room in rooms]
     unbind_session(state, session)
     user_key = name_key(session.user)
     del state.sessions_by_user[user_key][session.session_id]

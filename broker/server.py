@@ -39,7 +39,13 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import AlreadyLoggedIn, LimitReached, MalformedFrame, UnknownOperation
+from zchat.protocol.errors import (
+    AlreadyLoggedIn,
+    InternalError,
+    LimitReached,
+    MalformedFrame,
+    UnknownOperation,
+)
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
@@ -50,7 +56,7 @@ from .membership import announce_rooms, rotate_keys
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
 from .passwords import PasswordHasher
 from .publishing import seal_batches
-from .sqlite_storage import SqliteStorage
+from .sqlite_storage import SqliteStorage, StorageError
 from .state import BrokerSettings, BrokerState, Connection
 from .zap import ZapHandler
 
@@ -144,6 +150,8 @@ class BrokerShell:
         self._auth_tasks: set[asyncio.Task[None]] = set()
         self._pending_auth: dict[str, int] = {}
         """Logins and registrations waiting for the hasher, per peer address."""
+        self._storage_failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Set when a login or registration finds the storage failed (see `watch`)."""
 
     async def serve(self) -> None:
         """Handle requests until cancelled."""
@@ -254,35 +262,69 @@ class BrokerShell:
     async def authenticate(
         self, connection: Connection, request_id: int, request: Register | Login, delay_ms: int
     ) -> None:
-        """Hash or verify the password off the event loop, then let the core decide."""
+        """Hash or verify the password off the event loop, then let the core decide.
+
+        A check that fails (the hasher throws, the account cannot be read) is answered
+        with internal_error, never left to the client's timeout."""
+        outbox: list[Outgoing]
+        try:
+            checked = await self._check_password(request, delay_ms)
+        except Exception as error:
+            kind = f"{request.OP} check: {type(error).__name__}"
+            self.state.failures.report_exception(kind, now_ms(), "%s check failed", request.OP)
+            failed = InternalError(f"{request.OP} failed; try again")
+            outbox = [Unicast(connection.routing_id, Failure(request_id, failed))]
+        else:
+            outbox = dispatch(self.state, connection, request_id, checked, now_ms())
+        try:
+            self.commit_and_send(outbox)
+        except StorageError as error:
+            if not self._storage_failed.done():
+                self._storage_failed.set_exception(error)
+
+    async def watch(self) -> None:
+        """Raise the storage failure a login or registration ran into, so the broker stops
+        as it does when serving fails."""
+        await self._storage_failed
+
+    async def _check_password(self, request: Register | Login, delay_ms: int) -> Request:
+        """The request as the core takes it: the new password hashed, or the login checked."""
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
         loop = asyncio.get_running_loop()
-        checked: Request
         if isinstance(request, Register):
             password_hash = await loop.run_in_executor(
                 self.hash_pool, self.hasher.hash, request.password
             )
-            checked = NewAccount(request.user, password_hash)
-        else:
-            account = self.state.storage.account(request.user)
-            ok = await loop.run_in_executor(
-                self.hash_pool,
-                self.hasher.verify,
-                account.password_hash if account else None,
-                request.password,
-            )
-            checked = CheckedLogin(request.user, account.name if ok and account else None)
-        self.commit_and_send(dispatch(self.state, connection, request_id, checked, now_ms()))
+            return NewAccount(request.user, password_hash)
+        account = self.state.storage.account(request.user)
+        ok = await loop.run_in_executor(
+            self.hash_pool,
+            self.hasher.verify,
+            account.password_hash if account else None,
+            request.password,
+        )
+        return CheckedLogin(request.user, account.name if ok and account else None)
 
     def commit_and_send(self, outbox: list[Outgoing]) -> None:
-        """Commit what the batch stored, then send its replies, new room keys and publications."""
+        """Commit what the batch stored, then send its replies, new room keys and publications.
+
+        If the commit fails, every request of the batch is answered internal_error
+        instead, nothing else is sent, and the `StorageError` goes on: the broker stops
+        rather than go on with what it can no longer store."""
         outbox.extend(rotate_keys(self.state))  # once per room a session left in the batch
         if not outbox:
             return
-        self.state.storage.commit()
+        try:
+            self.state.storage.commit()
+        except StorageError:
+            self._send(refusals(outbox))
+            raise
+        self._send(seal_batches(outbox))
+
+    def _send(self, items: list[Unicast | Publish]) -> None:
         publisher, router = self._publisher, self._router_now
-        for item in seal_batches(outbox):
+        for item in items:
             # Two sends, not send_multipart: for small messages its overhead is most of the cost.
             if isinstance(item, Publish):
                 publisher.send(item.topic, zmq.SNDMORE)
@@ -293,10 +335,23 @@ class BrokerShell:
                 router.send(encode_outgoing(item.message))
 
     async def aclose(self) -> None:
-        """Cancel login and register work in flight."""
+        """Cancel login and register work in flight; log the failures not yet counted."""
         for task in list(self._auth_tasks):
             task.cancel()
         await asyncio.gather(*self._auth_tasks, return_exceptions=True)
+        self.state.failures.flush(now_ms())
+
+
+def refusals(outbox: list[Outgoing]) -> list[Unicast | Publish]:
+    """The replies of ``outbox`` with every result turned into internal_error."""
+    failed = InternalError("the broker could not store this; try again shortly")
+    replies: list[Unicast | Publish] = []
+    for item in outbox:
+        if isinstance(item, Unicast) and isinstance(item.message, Result):
+            replies.append(Unicast(item.routing_id, Failure(item.message.request_id, failed)))
+        elif isinstance(item, Unicast) and isinstance(item.message, Failure):
+            replies.append(item)
+    return replies
 
 
 async def serve_key_requests(key_service: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
@@ -417,6 +472,7 @@ async def run_broker(
             serving = tasks.create_task(shell.serve())
             background = [
                 tasks.create_task(shell.expire_leases()),
+                tasks.create_task(shell.watch()),
                 tasks.create_task(serve_key_requests(key_service, keys)),
                 tasks.create_task(shell.announce()),
                 tasks.create_task(shell.prune_history(config.retention)),

@@ -6,15 +6,17 @@ Nothing here reads the clock or opens a socket: time and randomness come in.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from zchat.protocol import RoomCipher, new_room_key, room_topic
+from zchat.protocol import RoomCipher, new_room_key
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
 from zchat.protocol.validation import name_key
 
+from .repeated_log import RepeatedLog
 from .storage import Storage
 from .throttle import BucketTable, FailureCounter, Limits, TokenBucket
 
@@ -120,6 +122,10 @@ class BrokerState:
     memberships_by_account: BucketTable = field(init=False)
     """Joins and leaves, by `name_key` of the account."""
     room_creations_by_account: BucketTable = field(init=False)
+    failures: RepeatedLog = field(
+        default_factory=lambda: RepeatedLog(logging.getLogger("zchat.broker.failures"))
+    )
+    """Where requests that failed are logged, once per kind and interval."""
 
     def __post_init__(self) -> None:
         limits = self.settings.limits
@@ -138,10 +144,9 @@ class BrokerState:
             limits.registrations_per_hour / 3600, limits.registration_burst, limits.tracked_keys
         )
 
-    def add_room(self, name: str, last_seq: int) -> Room:
-        """Register a room (already stored) with a fresh key."""
-        room = Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
-        self.rooms[name_key(name)] = room
+    def add_room(self, room: Room) -> Room:
+        """Register a room (already stored)."""
+        self.rooms[name_key(room.name)] = room
         self.rooms_by_topic[room.topic] = room
         return room
 

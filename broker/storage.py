@@ -2,14 +2,14 @@
 
 Writes are buffered until `commit`: the shell commits once per batch of
 requests, before any reply or publication of that batch leaves, so a reply
-always means the data is stored (group commit).
+always means the data is stored (group commit). Inside a batch each request's
+writes sit in a savepoint, so a request that fails half-way is undone alone.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from zchat.protocol.validation import name_key
 
@@ -24,10 +24,12 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class StoredRoom:
-    """A room as stored: its name as created and its last sequence number."""
+    """A room as stored: its name as created, its last sequence number, and the id of the
+    newest key it was given (0: none yet)."""
 
     name: str
     last_seq: int
+    kid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,10 @@ class StoredDirect:
     ts_ms: int
     text: str
     msg_id: str = ""
+
+
+class StorageError(Exception):
+    """The database failed (disk full, file corrupt, newer schema...)."""
 
 
 class DuplicateMessage(Exception):
@@ -84,7 +90,12 @@ class Storage(Protocol):
         ...
 
     def rooms(self) -> list[StoredRoom]:
-        """Every room with its last sequence number."""
+        """Every room with its last sequence number and newest key id."""
+        ...
+
+    def set_room_kid(self, name: str, kid: int) -> None:
+        """Record the id of the room's newest key, before the key is used, so that no id
+        names two keys, also across restarts."""
         ...
 
     def append_event(self, event: StoredEvent) -> None:
@@ -126,8 +137,22 @@ class Storage(Protocol):
 
     def revoke_resume_token(self, token_hash: str) -> None: ...
 
+    def savepoint(self) -> None:
+        """Start one request's writes, to be kept or undone together."""
+        ...
+
+    def release_savepoint(self) -> None:
+        """Keep the writes since `savepoint` (they are committed with the batch). Never
+        raises: a store that cannot refuses to `commit`."""
+        ...
+
+    def rollback_to_savepoint(self) -> None:
+        """Undo the writes since `savepoint`; the earlier ones stay. Never raises."""
+        ...
+
     def commit(self) -> None:
-        """Make every write so far durable."""
+        """Make every write so far durable; `StorageError` if the store failed since the
+        last commit (what it holds may no longer be what was written)."""
         ...
 
     def close(self) -> None:
@@ -141,17 +166,22 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._accounts: dict[str, Account] = {}
         self._rooms: dict[str, str] = {}
+        self._kids: dict[str, int] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._directs: dict[int, StoredDirect] = {}
         self._delivered: set[int] = set()
-        self._direct_ids = itertools.count(1)
+        self._next_direct = 1
         self._tokens: dict[str, tuple[str, int]] = {}
         self.commits = 0
+        self._in_request = False
+        self._before_request: tuple[Any, ...] | None = None
+        """A copy of everything, taken at a request's first write, for `rollback_to_savepoint`."""
 
     def add_account(self, name: str, password_hash: str) -> bool:
         key = name_key(name)
         if key in self._accounts:
             return False
+        self._before_write()
         self._accounts[key] = Account(name, password_hash)
         return True
 
@@ -159,14 +189,21 @@ class MemoryStorage:
         return self._accounts.get(name_key(name))
 
     def add_room(self, name: str) -> None:
+        self._before_write()
         self._rooms[name_key(name)] = name
         self._events[name_key(name)] = []
 
     def rooms(self) -> list[StoredRoom]:
         return [
-            StoredRoom(name, self._events[key][-1].seq if self._events[key] else 0)
+            StoredRoom(
+                name, self._events[key][-1].seq if self._events[key] else 0, self._kids.get(key, 0)
+            )
             for key, name in self._rooms.items()
         ]
+
+    def set_room_kid(self, name: str, kid: int) -> None:
+        self._before_write()
+        self._kids[name_key(name)] = kid
 
     def append_event(self, event: StoredEvent) -> None:
         stream = self._events[name_key(event.room)]
@@ -174,6 +211,7 @@ class MemoryStorage:
             for earlier in stream:
                 if (earlier.user, earlier.msg_id) == (event.user, event.msg_id):
                     raise DuplicateMessage(earlier.seq, earlier.ts_ms)
+        self._before_write()
         stream.append(event)
 
     def events(self, room: str, from_seq: int, to_seq: int, limit: int) -> list[StoredEvent]:
@@ -186,6 +224,7 @@ class MemoryStorage:
             e for n, e in enumerate(stream)
             if e.ts_ms < before_ts_ms or n < len(stream) - keep_last
         ][:limit]  # fmt: skip
+        self._before_write()
         self._events[name_key(room)] = [e for e in stream if e not in doomed]
         return len(doomed)
 
@@ -194,7 +233,8 @@ class MemoryStorage:
             for earlier in self._directs.values():
                 if (earlier.sender, earlier.msg_id) == (message.sender, message.msg_id):
                     raise DuplicateMessage(earlier.id, earlier.ts_ms)
-        number = next(self._direct_ids)
+        self._before_write()
+        number, self._next_direct = self._next_direct, self._next_direct + 1
         self._directs[number] = replace(message, id=number)
         return number
 
@@ -209,23 +249,47 @@ class MemoryStorage:
         return len(self.undelivered(recipient, limit=len(self._directs)))
 
     def mark_delivered(self, ids: list[int], recipient: str) -> None:
+        self._before_write()
         key = name_key(recipient)
         self._delivered.update(
             n for n in ids if n in self._directs and name_key(self._directs[n].recipient) == key
         )
 
     def add_resume_token(self, token_hash: str, user: str, expires_ms: int) -> None:
+        self._before_write()
         self._tokens[token_hash] = (user, expires_ms)
 
     def use_resume_token(self, token_hash: str, now_ms: int, expires_ms: int) -> str | None:
         entry = self._tokens.get(token_hash)
         if entry is None or entry[1] < now_ms:
             return None
+        self._before_write()
         self._tokens[token_hash] = (entry[0], expires_ms)
         return entry[0]
 
     def revoke_resume_token(self, token_hash: str) -> None:
+        self._before_write()
         self._tokens.pop(token_hash, None)
+
+    def savepoint(self) -> None:
+        self._in_request = True
+
+    def release_savepoint(self) -> None:
+        self._in_request, self._before_request = False, None
+
+    def rollback_to_savepoint(self) -> None:
+        if self._before_request is not None:
+            (self._accounts, self._rooms, self._kids, self._events, self._directs,
+             self._delivered, self._next_direct, self._tokens) = self._before_request  # fmt: skip
+        self.release_savepoint()
+
+    def _before_write(self) -> None:
+        if self._in_request and self._before_request is None:
+            self._before_request = (
+                dict(self._accounts), dict(self._rooms), dict(self._kids),
+                {key: list(stream) for key, stream in self._events.items()},
+                dict(self._directs), set(self._delivered), self._next_direct, dict(self._tokens),
+            )  # fmt: skip
 
     def commit(self) -> None:
         self.commits += 1

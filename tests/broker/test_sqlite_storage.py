@@ -29,11 +29,12 @@ def test_everything_survives_a_reopen(tmp_path: Path) -> None:
     store.add_room("empty")
     for seq in (1, 2, 3):
         store.append_event(StoredEvent("room1", seq, "msg", "alice", 1000 + seq, f"m{seq}"))
+    store.set_room_kid("room1", 5)
     store.close()
 
     reopened = SqliteStorage(path)
     assert reopened.account("alice") is not None
-    assert reopened.rooms() == [StoredRoom("room1", 3), StoredRoom("empty", 0)]
+    assert reopened.rooms() == [StoredRoom("room1", 3, kid=5), StoredRoom("empty", 0)]
     later = reopened.events("room1", from_seq=2, to_seq=99, limit=10)
     assert [e.text for e in later] == ["m2", "m3"]
     assert [e.seq for e in reopened.events("room1", from_seq=1, to_seq=99, limit=2)] == [1, 2]
@@ -98,6 +99,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     old.close()
     store = SqliteStorage(path)
     assert [e.text for e in store.events("room1", 1, 1, 10)] == ["from version 1"]
+    assert store.rooms() == [StoredRoom("room1", 1, kid=0)]
     store.append_event(StoredEvent("room1", 2, "msg", "alice", 6, "new", msg_id="x"))
     with pytest.raises(DuplicateMessage):
         store.append_event(StoredEvent("room1", 3, "msg", "alice", 7, "new", msg_id="x"))
@@ -159,3 +161,35 @@ def test_direct_messages_and_resume_tokens_survive_a_reopen(tmp_path: Path) -> N
     reopened.revoke_resume_token("hash-1")
     assert reopened.use_resume_token("hash-1", now_ms=0, expires_ms=1) is None
     reopened.close()
+
+
+def test_after_a_failed_statement_nothing_is_committed(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStorage(path)
+    store.add_room("room1")
+    store.commit()
+    store._db.execute(  # a disk that fails on one write; SQLite may then undo more than it
+        "CREATE TEMP TRIGGER fail BEFORE INSERT ON main.events WHEN NEW.text = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
+    store.append_event(StoredEvent("room1", 1, "msg", "alice", 1, "written"))
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.append_event(StoredEvent("room1", 2, "msg", "alice", 2, "boom"))
+    with pytest.raises(StorageError, match="disk on fire"):
+        store.commit()
+    store.close()
+    assert SqliteStorage(path).rooms() == [StoredRoom("room1", 0)], "nothing after the commit"
+
+
+def test_a_kept_savepoint_waits_for_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = SqliteStorage(path)
+    reader = sqlite3.connect(path)
+    store.savepoint()
+    store.add_account("alice", "hash")
+    store.release_savepoint()
+    assert reader.execute("SELECT COUNT(*) FROM accounts").fetchone() == (0,)
+    store.commit()
+    assert reader.execute("SELECT COUNT(*) FROM accounts").fetchone() == (1,)
+    reader.close()
+    store.close()
