@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement
-from zchat.protocol.validation import name_key
+from zchat.protocol.errors import NameTaken
+from zchat.protocol.validation import check_new_name, name_key
 
 from .outgoing import Outgoing, Publish, RoomPost, Unicast
 from .state import BrokerState, Room, Session
@@ -23,11 +24,19 @@ ANNOUNCE_FOR_MS = 1_000
 
 
 def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
-    """The room of that name (ignoring case), creating and storing it if needed."""
+    """The room of that name (ignoring case), creating and storing it if needed.
+
+    A new room's name must pass `check_new_name` and not look like an existing
+    room's (`NameTaken`), so no one makes a look-alike of a room to catch its members.
+    """
     key = name_key(name)
     room = state.rooms.get(key)
     if room is not None:
         return room, False
+    check_new_name("room", name)
+    like = state.storage.room_like(name)
+    if like is not None:
+        raise NameTaken(f"room [{name}] looks like the existing room [{like}]")
     state.storage.add_room(name)
     room = state.add_room(name, last_seq=0)
     logger.info("room [%s] created", name)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from zchat.protocol.validation import name_key
+from zchat.protocol.validation import name_key, name_skeleton
 
 from .storage import Account, DuplicateMessage, StoredDirect, StoredEvent, StoredRoom
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 -- version 1, as first shipped; later versions are reached through _MIGRATIONS
@@ -43,8 +43,20 @@ _MIGRATIONS = {
     2: """
     ALTER TABLE events ADD COLUMN msg_id TEXT;
     """,
+    3: """
+    ALTER TABLE accounts ADD COLUMN skeleton TEXT;
+    UPDATE accounts SET skeleton = zchat_skeleton(name);
+    ALTER TABLE rooms ADD COLUMN skeleton TEXT;
+    UPDATE rooms SET skeleton = zchat_skeleton(name);
+    CREATE INDEX accounts_skeleton ON accounts (skeleton);
+    CREATE INDEX rooms_skeleton ON rooms (skeleton);
+    """,
 }
-"""What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1."""
+"""What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1.
+
+Version 3 stores each name's skeleton (`name_skeleton`, as the SQL function
+``zchat_skeleton``), indexed, so a look-alike of an existing name is one lookup;
+the index is not unique, as names stored before it may already look alike."""
 
 _SCHEMA_V2 = """
 CREATE UNIQUE INDEX IF NOT EXISTS events_msg_id ON events (room_id, user, msg_id)
@@ -84,6 +96,7 @@ class SqliteStorage:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.create_function("zchat_skeleton", 1, name_skeleton, deterministic=True)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StorageError(
@@ -106,8 +119,9 @@ class SqliteStorage:
     def add_account(self, name: str, password_hash: str) -> bool:
         try:
             self._db.execute(
-                "INSERT INTO accounts (name_key, name, password_hash) VALUES (?, ?, ?)",
-                (name_key(name), name, password_hash),
+                "INSERT INTO accounts (name_key, name, password_hash, skeleton)"
+                " VALUES (?, ?, ?, ?)",
+                (name_key(name), name, password_hash, name_skeleton(name)),
             )
         except sqlite3.IntegrityError:
             return False
@@ -121,11 +135,24 @@ class SqliteStorage:
         ).fetchone()
         return Account(row[0], row[1]) if row else None
 
+    def account_like(self, name: str) -> str | None:
+        row = self._db.execute(
+            "SELECT name FROM accounts WHERE skeleton = ? LIMIT 1", (name_skeleton(name),)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def room_like(self, name: str) -> str | None:
+        row = self._db.execute(
+            "SELECT name FROM rooms WHERE skeleton = ? LIMIT 1", (name_skeleton(name),)
+        ).fetchone()
+        return str(row[0]) if row else None
+
     def add_room(self, name: str) -> None:
         key = name_key(name)
         try:
             cursor = self._db.execute(
-                "INSERT INTO rooms (name_key, name) VALUES (?, ?)", (key, name)
+                "INSERT INTO rooms (name_key, name, skeleton) VALUES (?, ?, ?)",
+                (key, name, name_skeleton(name)),
             )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot store room: {exc}") from exc

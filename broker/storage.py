@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from zchat.protocol.validation import name_key
+from zchat.protocol.validation import name_key, name_skeleton
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,8 @@ class DuplicateMessage(Exception):
 class Storage(Protocol):
     """Accounts, rooms, room events, direct messages and resume tokens.
 
-    Names are unique ignoring case. Resume tokens are stored only as hashes.
+    Names are unique ignoring case, and each is stored with its skeleton so a
+    look-alike is found with one lookup. Resume tokens are stored only as hashes.
     """
 
     def add_account(self, name: str, password_hash: str) -> bool:
@@ -79,8 +80,16 @@ class Storage(Protocol):
         """The account of that name, ignoring case."""
         ...
 
+    def account_like(self, name: str) -> str | None:
+        """The name of an account that looks like ``name`` (same `name_skeleton`), if any."""
+        ...
+
     def add_room(self, name: str) -> None:
         """Store a new room (the caller knows the name is free)."""
+        ...
+
+    def room_like(self, name: str) -> str | None:
+        """The name of a room that looks like ``name`` (same `name_skeleton`), if any."""
         ...
 
     def rooms(self) -> list[StoredRoom]:
@@ -138,6 +147,8 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._accounts: dict[str, Account] = {}
         self._rooms: dict[str, str] = {}
+        self._account_skeletons: dict[str, str] = {}
+        self._room_skeletons: dict[str, str] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._directs: dict[int, StoredDirect] = {}
         self._delivered: set[int] = set()
@@ -150,7 +161,11 @@ class MemoryStorage:
         if key in self._accounts:
             return False
         self._accounts[key] = Account(name, password_hash)
+        self._account_skeletons.setdefault(name_skeleton(name), name)
         return True
+
+    def account_like(self, name: str) -> str | None:
+        return self._account_skeletons.get(name_skeleton(name))
 
     def account(self, name: str) -> Account | None:
         return self._accounts.get(name_key(name))
@@ -158,6 +173,10 @@ class MemoryStorage:
     def add_room(self, name: str) -> None:
         self._rooms[name_key(name)] = name
         self._events[name_key(name)] = []
+        self._room_skeletons.setdefault(name_skeleton(name), name)
+
+    def room_like(self, name: str) -> str | None:
+        return self._room_skeletons.get(name_skeleton(name))
 
     def rooms(self) -> list[StoredRoom]:
         return [

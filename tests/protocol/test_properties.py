@@ -130,9 +130,19 @@ valid_texts = (
         min_size=1,
         max_size=200,
     )
-    .filter(lambda text: text.strip() != "")
+    .filter(lambda text: any(visible(char) for char in text))
     .filter(lambda text: len(text.encode()) <= MAX_TEXT_BYTES)
 )
+"""Texts the spec allows: something visible, no controls but tab and newline, 4 KiB."""
+
+
+def visible(char: str) -> bool:
+    """The spec's visible character: not whitespace, format, mark or a blank look-alike."""
+    return not (
+        char.isspace()
+        or char in BLANK_LOOKING
+        or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"}
+    )
 
 
 def decode_request(frame: bytes) -> object:
