@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from zchat.protocol import RoomCipher, new_room_key, room_topic
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
+from zchat.protocol.sealing import new_topic_key
 from zchat.protocol.validation import name_key
 
 from .storage import Storage
@@ -79,6 +80,8 @@ class BrokerState:
     storage: Storage
     settings: BrokerSettings
     new_key: Callable[[], bytes] = new_room_key
+    topic_key: bytes = field(default_factory=new_topic_key, repr=False)
+    """What room topics are derived from (`room_topic`); a broker's stays across restarts."""
     new_session_id: Callable[[], str] = lambda: secrets.token_hex(16)
     new_token: Callable[[], str] = lambda: secrets.token_hex(32)
     sessions: dict[bytes, Session] = field(default_factory=dict)
@@ -107,7 +110,7 @@ class BrokerState:
 
     def add_room(self, name: str, last_seq: int) -> Room:
         """Register a room (already stored) with a fresh key."""
-        room = Room(name, room_topic(name), last_seq, RoomCipher(1, self.new_key()))
+        room = Room(name, room_topic(self.topic_key, name), last_seq, RoomCipher(1, self.new_key()))
         self.rooms[name_key(name)] = room
         self.rooms_by_topic[room.topic] = room
         return room
