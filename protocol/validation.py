@@ -41,6 +41,9 @@ _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me
 RESERVED_NAMES = ("you",)
 """Words the client prints where a name goes (``you → bob``); its other marks are in
 parentheses (``(history)``, ``(direct)``), so no name may start with one either."""
+_CLIENT_MARKS = ("\u2192",)
+"""What the client prints between names (``alice → you``): a name holding it could pass
+for the line of a direct message."""
 _CJK_WITH_LATIN = (
     frozenset({"Latin", "Han", "Hiragana", "Katakana"}),
     frozenset({"Latin", "Han", "Bopomofo"}),
@@ -107,15 +110,19 @@ def check_new_name(field: str, value: str) -> None:
 
     On top of `check_name`: no word the client prints where a name goes (``you``,
     or anything starting with a parenthesis, like ``(history)``), nor anything
-    that looks like one; and one writing system only, UTS #39's Highly
-    Restrictive level: a single script, or Latin with Han and Japanese kana,
-    Bopomofo or Hangul. So ``pr\u0430shant`` (Latin with a Cyrillic a) is refused,
-    ``日本語テスト`` and ``müller`` are not. (Names already stored keep working;
-    their look-alikes are refused through the skeleton.)
+    that looks like one, nor the arrow it prints between names; and one writing
+    system only, UTS #39's Highly Restrictive level: a single script, or Latin
+    with Han and Japanese kana, Bopomofo or Hangul. So ``pr\u0430shant`` (Latin
+    with a Cyrillic a) is refused, ``日本語テスト`` and ``müller`` are not. (Names
+    already stored keep working; their look-alikes are refused through the skeleton.)
     """
     check_name(field, value)
     skeleton = name_skeleton(value)
-    if skeleton.startswith("(") or skeleton in _RESERVED_SKELETONS:
+    if (
+        skeleton.startswith("(")
+        or skeleton in _RESERVED_SKELETONS
+        or any(mark in skeleton for mark in _CLIENT_MARKS)
+    ):
         raise InvalidName(f"{field} {value!r} is reserved: the client prints it as its own word")
     if value.isascii():
         return

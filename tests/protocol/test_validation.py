@@ -351,7 +351,17 @@ def test_names_that_look_different_have_different_skeletons(first: str, second: 
 
 @pytest.mark.parametrize(
     "name",
-    ["you", "YOU", "y0u", "y\u043eu", "(history)", "(direct)", "\uff08history\uff09", "(x"],
+    [
+        "you",
+        "YOU",
+        "y0u",
+        "y\u043eu",
+        "(history)",
+        "(direct)",
+        "\uff08history\uff09",
+        "(x",
+        "alice\u2192you",
+    ],
 )
 def test_the_clients_own_words_are_reserved_for_new_names(name: str) -> None:
     check_name("user", name)  # an existing one still works
