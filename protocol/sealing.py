@@ -83,7 +83,7 @@ def room_topic(key: bytes, room: str) -> bytes:
 def bucket(size: int) -> int:
     """The padded length of a box of ``size`` bytes: the next power of two, at least
     `MIN_BOX_BYTES`; a box is at most twice what it holds, and its length tells only
-    which of a dozen size classes it is in."""
+    which of nine size classes (64 bytes to 16 KiB, the largest publication) it is in."""
     return max(MIN_BOX_BYTES, 1 << (size - 1).bit_length())
 
 
