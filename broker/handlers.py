@@ -190,6 +190,9 @@ def handle_hello(ctx: Context, request: Hello) -> dict[str, Any]:
 
 def handle_register(ctx: Context, request: NewAccount) -> dict[str, Any]:
     """register {user, password} -> {user}"""
+    like = ctx.state.storage.account_like(request.user)
+    if like is not None and name_key(like) != name_key(request.user):
+        raise NameTaken(f"username {request.user} looks like {like}, who is registered")
     if not ctx.state.storage.add_account(request.user, request.password_hash):
         raise NameTaken(f"username {request.user} is taken")
     logger.info("%s registered from <%s>", request.user, ctx.connection.peer)

@@ -18,7 +18,8 @@ import logging
 from dataclasses import dataclass
 
 from zchat.protocol import RoomCipher, RoomEventKind, RoomKey, announcement, room_topic
-from zchat.protocol.validation import name_key
+from zchat.protocol.errors import NameTaken
+from zchat.protocol.validation import check_new_name, name_key
 
 from .outgoing import Outgoing, Publish, RoomPost, Unicast
 from .state import BrokerState, Room, Session
@@ -32,11 +33,19 @@ ANNOUNCE_FOR_MS = 1_000
 
 def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
     """The room of that name (ignoring case), or a new one, stored; a new room joins the
-    state with its first member (`join_room`), so a join that fails leaves no room."""
+    state with its first member (`join_room`), so a join that fails leaves no room.
+
+    A new room's name must pass `check_new_name` and not look like an existing
+    room's (`NameTaken`), so no one makes a look-alike of a room to catch its members.
+    """
     key = name_key(name)
     room = state.rooms.get(key)
     if room is not None:
         return room, False
+    check_new_name("room", name)
+    like = state.storage.room_like(name)
+    if like is not None:
+        raise NameTaken(f"room [{name}] looks like the existing room [{like}]")
     state.storage.add_room(name)
     return new_room(state, name, last_seq=0, last_kid=0), True
 
@@ -46,7 +55,8 @@ def new_room(state: BrokerState, name: str, last_seq: int, last_kid: int) -> Roo
     ``last_kid``, the newest it ever had (that key died with the broker that made it)."""
     kid = last_kid + 1
     state.storage.set_room_kid(name, kid)
-    return Room(name, room_topic(name), last_seq, RoomCipher(kid, state.new_key()))
+    topic = room_topic(state.topic_key, name)
+    return Room(name, topic, last_seq, RoomCipher(kid, state.new_key()))
 
 
 def publish_event(

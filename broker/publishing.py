@@ -13,10 +13,11 @@ from zchat.protocol.limits import MAX_BATCH_EVENTS
 
 from .outgoing import Outgoing, Publish, RoomPost, Unicast
 
-BATCH_PLAINTEXT_BYTES = 16 * 1024
+BATCH_PLAINTEXT_BYTES = 16 * 1024 - 64
 """Most sealed plaintext one publication carries: far under the frame limit, and it keeps a
 slow subscriber's queue (counted in messages by the high-water mark) modest in bytes.
-A single event (at most ``MAX_TEXT_BYTES`` of text) always fits."""
+A single event (at most ``MAX_TEXT_BYTES`` of text) always fits. 64 bytes short of 16 KiB
+so a full batch, with its padding's header and the tag, is padded to 16 KiB, not 32."""
 EVENT_FRAMING_BYTES = 24
 """A bound on msgpack's framing of one ``[kind, user, ts_ms, text]`` beyond user and text."""
 

@@ -47,6 +47,7 @@ from zchat.protocol.errors import (
     UnknownOperation,
 )
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
+from zchat.protocol.sealing import topic_key
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
@@ -465,7 +466,8 @@ async def run_broker(
             ping_interval_ms=config.lease_ms // 3,
             limits=config.limits,
         )
-        state = load_state(BrokerState(storage, settings))
+        topics = topic_key(keys.secret.encode("ascii"))  # the same topics after a restart
+        state = load_state(BrokerState(storage, settings, topic_key=topics))
         shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)
         on_ready(endpoints)
         async with asyncio.TaskGroup() as tasks:

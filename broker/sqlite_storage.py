@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from zchat.protocol.validation import name_key
+from zchat.protocol.validation import name_key, name_skeleton
 
 from .storage import (
     Account,
@@ -33,7 +33,7 @@ from .storage import (
 
 __all__ = ["SqliteStorage", "StorageError"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 -- version 1, as first shipped; later versions are reached through _MIGRATIONS
@@ -65,8 +65,21 @@ _MIGRATIONS = {
     3: """
     ALTER TABLE rooms ADD COLUMN kid INTEGER NOT NULL DEFAULT 0;
     """,
+    4: """
+    ALTER TABLE accounts ADD COLUMN skeleton TEXT;
+    UPDATE accounts SET skeleton = zchat_skeleton(name);
+    ALTER TABLE rooms ADD COLUMN skeleton TEXT;
+    UPDATE rooms SET skeleton = zchat_skeleton(name);
+    CREATE INDEX accounts_skeleton ON accounts (skeleton);
+    CREATE INDEX rooms_skeleton ON rooms (skeleton);
+    """,
 }
-"""What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1."""
+"""What turns schema version N-1 into N; a new database starts from `_SCHEMA` at version 1.
+
+Version 3 stores each room's newest key id. Version 4 stores each name's skeleton
+(`name_skeleton`, as the SQL function ``zchat_skeleton``), indexed, so a look-alike
+of an existing name is one lookup; the index is not unique, as names stored before
+it may already look alike."""
 
 _SCHEMA_V2 = """
 CREATE UNIQUE INDEX IF NOT EXISTS events_msg_id ON events (room_id, user, msg_id)
@@ -145,6 +158,7 @@ class SqliteStorage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.create_function("zchat_skeleton", 1, name_skeleton, deterministic=True)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StorageError(
@@ -165,8 +179,9 @@ class SqliteStorage:
     def add_account(self, name: str, password_hash: str) -> bool:
         try:
             self._write(
-                "INSERT INTO accounts (name_key, name, password_hash) VALUES (?, ?, ?)",
-                (name_key(name), name, password_hash),
+                "INSERT INTO accounts (name_key, name, password_hash, skeleton)"
+                " VALUES (?, ?, ?, ?)",
+                (name_key(name), name, password_hash, name_skeleton(name)),
                 conflict_expected=True,
             )
         except sqlite3.IntegrityError:
@@ -179,9 +194,24 @@ class SqliteStorage:
         )
         return Account(rows[0][0], rows[0][1]) if rows else None
 
+    def account_like(self, name: str) -> str | None:
+        rows = self._read(
+            "SELECT name FROM accounts WHERE skeleton = ? LIMIT 1", (name_skeleton(name),)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def room_like(self, name: str) -> str | None:
+        rows = self._read(
+            "SELECT name FROM rooms WHERE skeleton = ? LIMIT 1", (name_skeleton(name),)
+        )
+        return str(rows[0][0]) if rows else None
+
     def add_room(self, name: str) -> None:
         key = name_key(name)
-        cursor = self._write("INSERT INTO rooms (name_key, name) VALUES (?, ?)", (key, name))
+        cursor = self._write(
+            "INSERT INTO rooms (name_key, name, skeleton) VALUES (?, ?, ?)",
+            (key, name, name_skeleton(name)),
+        )
         assert cursor.lastrowid is not None
         self._room_ids[key] = cursor.lastrowid
         if self._savepoint_open:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from zchat.protocol import RoomCipher, new_room_key
 from zchat.protocol.limits import LEASE_MS, PING_INTERVAL_MS
+from zchat.protocol.sealing import new_topic_key
 from zchat.protocol.validation import name_key
 
 from .repeated_log import RepeatedLog
@@ -92,6 +93,8 @@ class BrokerState:
     storage: Storage
     settings: BrokerSettings
     new_key: Callable[[], bytes] = new_room_key
+    topic_key: bytes = field(default_factory=new_topic_key, repr=False)
+    """What room topics are derived from (`room_topic`); a broker's stays across restarts."""
     new_session_id: Callable[[], str] = lambda: secrets.token_hex(16)
     new_token: Callable[[], str] = lambda: secrets.token_hex(32)
     sessions: dict[bytes, Session] = field(default_factory=dict)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from zchat.protocol.validation import name_key
+from zchat.protocol.validation import name_key, name_skeleton
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,8 @@ class DuplicateMessage(Exception):
 class Storage(Protocol):
     """Accounts, rooms, room events, direct messages and resume tokens.
 
-    Names are unique ignoring case. Resume tokens are stored only as hashes.
+    Names are unique ignoring case, and each is stored with its skeleton so a
+    look-alike is found with one lookup. Resume tokens are stored only as hashes.
     """
 
     def add_account(self, name: str, password_hash: str) -> bool:
@@ -85,8 +86,16 @@ class Storage(Protocol):
         """The account of that name, ignoring case."""
         ...
 
+    def account_like(self, name: str) -> str | None:
+        """The name of an account that looks like ``name`` (same `name_skeleton`), if any."""
+        ...
+
     def add_room(self, name: str) -> None:
         """Store a new room (the caller knows the name is free)."""
+        ...
+
+    def room_like(self, name: str) -> str | None:
+        """The name of a room that looks like ``name`` (same `name_skeleton`), if any."""
         ...
 
     def rooms(self) -> list[StoredRoom]:
@@ -167,6 +176,8 @@ class MemoryStorage:
         self._accounts: dict[str, Account] = {}
         self._rooms: dict[str, str] = {}
         self._kids: dict[str, int] = {}
+        self._account_skeletons: dict[str, str] = {}
+        self._room_skeletons: dict[str, str] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._directs: dict[int, StoredDirect] = {}
         self._delivered: set[int] = set()
@@ -183,7 +194,11 @@ class MemoryStorage:
             return False
         self._before_write()
         self._accounts[key] = Account(name, password_hash)
+        self._account_skeletons.setdefault(name_skeleton(name), name)
         return True
+
+    def account_like(self, name: str) -> str | None:
+        return self._account_skeletons.get(name_skeleton(name))
 
     def account(self, name: str) -> Account | None:
         return self._accounts.get(name_key(name))
@@ -192,6 +207,10 @@ class MemoryStorage:
         self._before_write()
         self._rooms[name_key(name)] = name
         self._events[name_key(name)] = []
+        self._room_skeletons.setdefault(name_skeleton(name), name)
+
+    def room_like(self, name: str) -> str | None:
+        return self._room_skeletons.get(name_skeleton(name))
 
     def rooms(self) -> list[StoredRoom]:
         return [
@@ -279,14 +298,16 @@ class MemoryStorage:
 
     def rollback_to_savepoint(self) -> None:
         if self._before_request is not None:
-            (self._accounts, self._rooms, self._kids, self._events, self._directs,
-             self._delivered, self._next_direct, self._tokens) = self._before_request  # fmt: skip
+            (self._accounts, self._rooms, self._kids, self._account_skeletons,
+             self._room_skeletons, self._events, self._directs, self._delivered,
+             self._next_direct, self._tokens) = self._before_request  # fmt: skip
         self.release_savepoint()
 
     def _before_write(self) -> None:
         if self._in_request and self._before_request is None:
             self._before_request = (
                 dict(self._accounts), dict(self._rooms), dict(self._kids),
+                dict(self._account_skeletons), dict(self._room_skeletons),
                 {key: list(stream) for key, stream in self._events.items()},
                 dict(self._directs), set(self._delivered), self._next_direct, dict(self._tokens),
             )  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -30,6 +31,7 @@ from .render import (
     describe,
     direct_fragments,
     event_fragments,
+    fit,
     members_line,
     page_lines,
     room_lines,
@@ -85,13 +87,19 @@ class Screen:
         self.colour = colour
 
     def show(self, fragments: Fragments) -> None:
+        """An event, wrapped here (see `fit`) so that no line of it starts at the margin
+        but its first."""
+        self._print(fit(fragments, shutil.get_terminal_size().columns))
+
+    def _print(self, fragments: Fragments) -> None:
         if self.colour:
             print_formatted_text(FormattedText(fragments))
         else:
             print("".join(text for _, text in fragments), flush=True)
 
     def say(self, text: str, style: str = "") -> None:
-        self.show([(style, text)])
+        """A line of the client's own (a notice, a prompt's answer), as it is."""
+        self._print([(style, text)])
 
     def error(self, text: str) -> None:
         self.say(text, ERROR_STYLE)

@@ -2,7 +2,10 @@
 
 Everything the broker relays is made safe to print here: the broker refuses
 control characters in texts, but a client never trusts that, so no escape
-character received from the network reaches the terminal.
+character received from the network reaches the terminal. Nor can any part of
+a message pass for another message: on a terminal every line of a message
+after its first (typed in it, or made by wrapping) starts with `CONTINUATION`,
+and a script gets one line per event, its newlines escaped.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import re
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, tzinfo
+
+from prompt_toolkit.utils import get_cwidth
 
 from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded, ZchatError
 from zchat.protocol.errors import (
@@ -57,8 +62,16 @@ DIRECT_STYLE = "bold ansimagenta"
 HISTORY_MARK = "(history) "
 """Starts every line of scrollback, so a reader (or a script) tells it from live traffic."""
 
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-"""Control characters, and bidi overrides that could make a line read backwards."""
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+"""Control characters, line and paragraph separators, and bidi overrides that could
+make a line read backwards."""
+
+CONTINUATION = " " * len("[00:00:00] ") + "\u2502 "
+"""Starts every further line of a message on a terminal: indented past where a
+message line has its time, with a bar, so no line of a text can pass for another
+message (those start with ``[`` at the margin) or a notice (those start with a name)."""
 
 
 def user_colour(name: str) -> str:
@@ -85,6 +98,42 @@ def safe(text: str, *, one_line: bool = False) -> str:
     else:
         text = text.replace("\t", "    ")
     return _UNSAFE.sub(_escape, text)
+
+
+def body(text: str, *, one_line: bool = False) -> str:
+    """A message's text made safe; on a terminal its lines after the first start with
+    `CONTINUATION`, in a script its newlines are escaped so the event stays one line."""
+    if one_line:
+        return safe(text, one_line=True)
+    return ("\n" + CONTINUATION).join(safe(text).split("\n"))
+
+
+def fit(fragments: Fragments, width: int) -> Fragments:
+    """Wrap fragments to ``width`` columns, each wrapped line starting with `CONTINUATION`.
+
+    The terminal would wrap a long line at its margin by itself, so text padded to
+    the width could start a line of its own there and look like a message; wrapping
+    here, one column short of the margin, leaves the terminal nothing to wrap.
+    """
+    limit = width - 1
+    if limit <= 2 * len(CONTINUATION):
+        return fragments  # too narrow to say anything useful either way
+    fitted: Fragments = []
+    column = 0
+    for style, text in fragments:
+        piece: list[str] = []
+        for char in text:
+            if char == "\n":
+                column = 0
+            else:
+                size = get_cwidth(char)
+                if column + size > limit:
+                    piece.append("\n" + CONTINUATION)
+                    column = len(CONTINUATION)
+                column += size
+            piece.append(char)
+        fitted.append((style, "".join(piece)))
+    return fitted
 
 
 def clock(ts_ms: int, tz: tzinfo | None = None) -> str:
@@ -126,7 +175,7 @@ def _room_event(event: RoomEvent, one_line: bool, tz: tzinfo | None) -> Fragment
             ("", f"[{clock(event.ts_ms, tz)}] "),
             *mark,
             (f"bold {user_colour(event.user)}", user),
-            (HISTORY_STYLE if past else "", ": " + safe(event.text, one_line=one_line)),
+            (HISTORY_STYLE if past else "", ": " + body(event.text, one_line=one_line)),
         ]
     verb = "joined" if event.kind is RoomEventKind.JOINED else "left"
     return [
@@ -144,7 +193,7 @@ def direct_fragments(
     sender = safe(message.sender, one_line=True)
     recipient = safe(message.recipient, one_line=True)
     mine = me is not None and message.sender.casefold() == me.casefold()
-    text = safe(message.text, one_line=one_line)
+    text = body(message.text, one_line=one_line)
     when = ("", f"[{clock(message.ts_ms, tz)}] ")
     if one_line:
         mark = f"(direct to {recipient}) " if mine else "(direct) "

@@ -33,12 +33,13 @@ MAX_KEYS = 8
 class RoomStream:
     """Turns a room's publication bodies into `RoomEvent`s and `Announcement`s.
 
-    Created when the client subscribes (before it sends ``join``), so it holds
-    publications until `activate` gives it the key.
+    Created when the client subscribes, and holds publications until `activate`
+    gives it the key.
     """
 
-    def __init__(self, topic: bytes) -> None:
+    def __init__(self, topic: bytes, room: str) -> None:
         self.topic = topic
+        self.room = room
         self._keys: dict[int, RoomCipher] = {}
         self._held: deque[SealedBatch] = deque(maxlen=MAX_HELD)
         self._active = False
@@ -100,7 +101,7 @@ class RoomStream:
             log.debug("dropping seq %d on %r: no key %d", sealed.seq, self.topic, sealed.kid)
             return []
         try:
-            return cipher.open(self.topic, sealed)
+            return cipher.open(self.topic, sealed, self.room)
         except CannotOpen as exc:
             log.debug("dropping seq %d on %r: %s", sealed.seq, self.topic, exc)
             return []

@@ -52,7 +52,6 @@ from zchat.protocol import (
     Send,
     SessionEnded,
     ZchatError,
-    room_topic,
 )
 from zchat.protocol.errors import (
     FrameTooLarge,
@@ -345,35 +344,33 @@ class ChatClient:
         """Join (or create) a room; its events then arrive through `events`.
 
         `events` yields the `JoinedRoom` first, then the last ``history`` events
-        as `HistoryEvent`s, then live traffic, each event once and in order. The
-        SUB socket subscribes before the request goes out and buffers what arrives
-        (the zguide's Clone join).
+        as `HistoryEvent`s, then live traffic, each event once and in order. Only
+        members learn a room's topic (in the reply), so the SUB socket subscribes
+        as the reply is applied, in the DEALER reader before any later frame is
+        read; whatever is published before the subscription takes effect shows as
+        a gap at the next event or announcement and is fetched with ``history``.
         """
-        request = Join(room, history)  # validates before anything is subscribed
-        guess = room_topic(room)
-        self._subscriber.subscribe(guess)
-        try:
-            while True:
-                try:
-                    return await self._connection.call(
-                        request, lambda result: self._joined(parse_join(result), guess)
-                    )
-                except FrameTooLarge:
-                    if not request.history:
-                        raise
-                    # Long messages: the snapshot did not fit in a frame, so ask for less.
-                    request = Join(room, request.history // 2)
-        except BaseException:
-            if guess not in self._by_topic:
-                self._subscriber.unsubscribe(guess)
-            raise
+        request = Join(room, history)
+        while True:
+            try:
+                return await self._connection.call(
+                    request, lambda result: self._joined(parse_join(result))
+                )
+            except FrameTooLarge:
+                if not request.history:
+                    raise
+                # Long messages: the snapshot did not fit in a frame, so ask for less.
+                request = Join(room, request.history // 2)
 
-    def _joined(self, joined: JoinResult, guess: bytes, *, fresh_keys: bool = False) -> JoinedRoom:
+    def _joined(self, joined: JoinResult, *, fresh_keys: bool = False) -> JoinedRoom:
         """Apply a join reply, in the DEALER reader, before any later frame is read."""
-        if joined.topic != guess and guess not in self._by_topic:
-            self._subscriber.unsubscribe(guess)
-        stream = self._subscriber.subscribe(joined.topic)
-        room = self._by_topic.get(joined.topic)
+        room = self._rooms.get(name_key(joined.room.name))
+        if room is not None and room.topic != joined.topic:  # a broker with other topics
+            self._by_topic.pop(room.topic, None)
+            self._subscriber.unsubscribe(room.topic)
+            room.topic = joined.topic
+            self._by_topic[room.topic] = room
+        stream = self._subscriber.subscribe(joined.topic, joined.room.name)
         if room is None:
             room = _Room(joined.room.name, joined.topic, Sequencer(joined.room.name))
             self._rooms[name_key(room.name)] = room
@@ -735,7 +732,7 @@ class ChatClient:
         return rejoined
 
     def _rejoined(self, room: _Room, result: dict[str, Any]) -> JoinedRoom:
-        return self._joined(parse_join(result), room.topic, fresh_keys=True)
+        return self._joined(parse_join(result), fresh_keys=True)
 
     async def _deliver_inbox(self) -> None:
         """Fetch the direct messages that waited during an outage and pass them on."""

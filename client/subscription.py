@@ -57,11 +57,11 @@ class Subscriber:
         """Start reading publications; call once, from inside the event loop."""
         self._reader = asyncio.create_task(self._read(), name="zchat-sub-reader")
 
-    def subscribe(self, topic: bytes) -> RoomStream:
-        """Subscribe to a room topic (again is fine) and return its stream."""
+    def subscribe(self, topic: bytes, room: str) -> RoomStream:
+        """Subscribe to the topic of ``room`` (again is fine) and return its stream."""
         stream = self._streams.get(topic)
         if stream is None:
-            stream = self._streams[topic] = RoomStream(topic)
+            stream = self._streams[topic] = RoomStream(topic, room)
             self._subscriber.setsockopt(zmq.SUBSCRIBE, topic)
         return stream
 

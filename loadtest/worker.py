@@ -56,7 +56,6 @@ from zchat.protocol import (
     ZchatError,
     decode_incoming,
     encode_request,
-    room_topic,
 )
 from zchat.protocol.codec import Reply
 from zchat.protocol.limits import PING_INTERVAL_MS
@@ -126,7 +125,8 @@ class Member:
         self.dealer = dealer
         self.sub = sub
         self.room = spec.room
-        self.topic = room_topic(spec.room) if spec.room else b""
+        self.topic = b""
+        """The room's topic, from the join reply (only members learn it)."""
         self.phase = Phase.NEW
         self.next_id = 1
         self.pending: dict[int, str] = {}
@@ -367,7 +367,6 @@ class Worker:
                 return
             self.tally.logged_in += 1
             member.phase = Phase.JOIN
-            member.sub.setsockopt(zmq.SUBSCRIBE, member.topic)
             join = Join(room=member.room)
             self._request(member, "join", lambda rid: encode_request(rid, join))
             return
@@ -406,6 +405,8 @@ class Worker:
         if code:
             self._fail(member, "join:" + code)
             return
+        member.topic = result["topic"]
+        member.sub.setsockopt(zmq.SUBSCRIBE, member.topic)  # what it misses shows as a gap
         member.ciphers[result["kid"]] = RoomCipher(result["kid"], result["key"])
         member.join_seq = member.last_seq = result["seq"]
         member.phase = Phase.READY
@@ -522,7 +523,7 @@ class Worker:
             self.tally.unopened += 1
             return
         try:
-            events = cipher.open(member.topic, sealed)
+            events = cipher.open(member.topic, sealed, member.room or "")
         except CannotOpen:
             self.tally.corrupt += 1
             return

@@ -42,6 +42,12 @@ KEY_BYTES = 32
 
 NONCE_BYTES = 12
 
+TOPIC_BYTES = 16
+"""Every room topic is this long (a truncated HMAC), so no topic is a prefix of another."""
+
+MIN_BOX_BYTES = 64
+"""The smallest padded box; boxes are padded to powers of two from here."""
+
 MAX_BATCH_EVENTS = 256
 """Most events one publication carries (a batch of one room's consecutive events)."""
 

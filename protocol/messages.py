@@ -16,7 +16,14 @@ from typing import Any, ClassVar, TypeVar
 
 from .errors import InvalidRange, InvalidRequest
 from .limits import KEY_BYTES, MAX_HISTORY_PAGE, MAX_KID, MAX_NAME_CHARS, MAX_SEQ, MAX_TOKEN_CHARS
-from .validation import check_msg_id, check_name, check_password, check_seq_range, check_text
+from .validation import (
+    check_msg_id,
+    check_name,
+    check_new_name,
+    check_password,
+    check_seq_range,
+    check_text,
+)
 
 T = TypeVar("T")
 
@@ -112,7 +119,7 @@ class Register(Request):
     password: str = dataclasses.field(repr=False)
 
     def __post_init__(self) -> None:
-        check_name("user", self.user)
+        check_new_name("user", self.user)
         check_password(self.password)
 
 

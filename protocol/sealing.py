@@ -11,17 +11,25 @@ from ``seq``, that the broker accepted together (one event when the room is
 quiet). One message and one seal per batch instead of per event is what keeps
 fan-out cheap for ZeroMQ (framing and CURVE per subscriber) and for Python.
 
+Anyone can subscribe to everything, so nothing outside the box may say more
+than it must: the topic is a keyed hash of the room's name that only the broker
+can compute (members get it in the ``join`` reply), and the plaintext is padded
+so a box's length tells only a size class, not the length of a message.
+
 Publication = two frames::
 
-    topic  = room name (UTF-8) + b"\\x00"
+    topic  = HMAC-SHA256(topic key, name_key(room) as UTF-8)[:16]
     body   = msgpack [seq: int, count: int, kid: int, nonce: bin(12), box: bin]
     box    = ChaCha20-Poly1305(key[kid], nonce, plaintext, aad)
     aad    = topic + seq (8 bytes) + count (4 bytes) + kid (4 bytes), big-endian
     plaintext = msgpack [[kind: str, user: str, ts_ms: int, text: str], ...]  # count of them
+                (the last row has a fifth element, zero bytes that pad the box to a bucket)
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,18 +39,66 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .errors import MalformedFrame
-from .limits import KEY_BYTES, MAX_BATCH_EVENTS, MAX_FRAME_BYTES, MAX_KID, MAX_SEQ, NONCE_BYTES
+from .limits import (
+    KEY_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_FRAME_BYTES,
+    MAX_KID,
+    MAX_SEQ,
+    MIN_BOX_BYTES,
+    NONCE_BYTES,
+    TOPIC_BYTES,
+)
 from .messages import RoomEvent, RoomEventKind
+from .validation import name_key
 
-TOPIC_END = b"\x00"
+TAG_BYTES = 16
+"""The Poly1305 tag at the end of every box."""
+_PAD_HEADER = b"\xc5"
+"""msgpack ``bin 16``: the padding is always written with a 2-byte length, so its cost is known."""
+_EMPTY_BIN = b"\xc4\x00"
 
 PlainEvent = tuple[RoomEventKind, str, int, str]
 """One event as the broker seals it: ``(kind, user, ts_ms, text)``; its seq is its place."""
 
 
-def room_topic(room: str) -> bytes:
-    """The publisher topic of a room; the terminator stops ``ab`` matching ``abc``."""
-    return room.encode("utf-8") + TOPIC_END
+def new_topic_key() -> bytes:
+    """A fresh random topic key (a broker derives its own with `topic_key`)."""
+    return os.urandom(KEY_BYTES)
+
+
+def topic_key(broker_secret: bytes) -> bytes:
+    """The key a broker derives its room topics from, out of its long-term secret key,
+    so topics stay the same across restarts without another secret to keep."""
+    return hmac.digest(broker_secret, b"zchat room topics v1", hashlib.sha256)
+
+
+def room_topic(key: bytes, room: str) -> bytes:
+    """The publisher topic of a room: 16 bytes that tell nothing of its name to whoever
+    lacks ``key``. All topics have one length, so none is a prefix of another, and
+    every spelling of a name (ignoring case) has one topic."""
+    return hmac.digest(key, name_key(room).encode("utf-8"), hashlib.sha256)[:TOPIC_BYTES]
+
+
+def bucket(size: int) -> int:
+    """The padded length of a box of ``size`` bytes: the next power of two, at least
+    `MIN_BOX_BYTES`; a box is at most twice what it holds, and its length tells only
+    which of nine size classes (64 bytes to 16 KiB, the largest publication) it is in."""
+    return max(MIN_BOX_BYTES, 1 << (size - 1).bit_length())
+
+
+def _padded(rows: list[tuple[str, str, int, str] | tuple[str, str, int, str, bytes]]) -> bytes:
+    """The plaintext of ``rows``, the last one given a fifth element of zero bytes so the
+    box is exactly a `bucket` long (or as long as a frame allows, for the very largest)."""
+    rows[-1] = (*rows[-1][:4], b"")
+    packed: bytes = msgpack.packb(rows, use_bin_type=True)
+    assert packed.endswith(_EMPTY_BIN)
+    bare = len(packed) - len(_EMPTY_BIN) + len(_PAD_HEADER) + 2  # with an empty bin 16
+    size = min(bucket(bare + TAG_BYTES), max(MAX_FRAME_BYTES // 2, bare + TAG_BYTES))
+    padding = size - TAG_BYTES - bare
+    return b"".join(
+        (packed[: -len(_EMPTY_BIN)], _PAD_HEADER, padding.to_bytes(2, "big"), bytes(padding))
+    )
 
 
 def _aad(topic: bytes, seq: int, count: int, kid: int) -> bytes:
@@ -145,15 +201,14 @@ class RoomCipher:
         if not 1 <= count <= MAX_BATCH_EVENTS:
             raise ValueError(f"a batch holds 1 to {MAX_BATCH_EVENTS} events")
         nonce = os.urandom(NONCE_BYTES)
-        plaintext = msgpack.packb(
-            [(kind.value, user, ts_ms, text) for kind, user, ts_ms, text in events],
-            use_bin_type=True,
-        )
+        plaintext = _padded([(kind.value, user, ts_ms, text) for kind, user, ts_ms, text in events])
         box = self._aead.encrypt(nonce, plaintext, _aad(topic, seq, count, self.kid))
         return msgpack.packb([seq, count, self.kid, nonce, box], use_bin_type=True)  # type: ignore[no-any-return]
 
-    def open(self, topic: bytes, sealed: SealedBatch) -> list[RoomEvent]:
-        """Decrypt and check a sealed batch; raises `CannotOpen` if anything is off."""
+    def open(self, topic: bytes, sealed: SealedBatch, room: str) -> list[RoomEvent]:
+        """Decrypt and check a sealed batch of ``room`` (published on ``topic``); raises
+        `CannotOpen` if anything is off. Elements of a row after its fourth (the
+        padding) are ignored."""
         if sealed.kid != self.kid:
             raise CannotOpen(f"sealed with key {sealed.kid}, not {self.kid}")
         try:
@@ -164,7 +219,6 @@ class RoomCipher:
             raise CannotOpen("publication failed authentication") from exc
         try:
             rows = msgpack.unpackb(plaintext, raw=False)
-            room = topic[: -len(TOPIC_END)].decode("utf-8")
             if not isinstance(rows, list) or len(rows) != sealed.count:
                 raise CannotOpen(f"publication does not hold {sealed.count} events")
             return [_event(room, sealed.seq + index, row) for index, row in enumerate(rows)]
@@ -175,9 +229,9 @@ class RoomCipher:
 
 
 def _event(room: str, seq: int, row: object) -> RoomEvent:
-    if not isinstance(row, list) or len(row) != 4:
-        raise CannotOpen("a sealed event is not [kind, user, ts_ms, text]")
-    kind, user, ts_ms, text = row
+    if not isinstance(row, list) or len(row) < 4:
+        raise CannotOpen("a sealed event is not [kind, user, ts_ms, text, ...]")
+    kind, user, ts_ms, text = row[:4]
     if not (isinstance(user, str) and type(ts_ms) is int and isinstance(text, str)):
         raise CannotOpen("publication plaintext has the wrong types")
     return RoomEvent(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import disarm
+
 from .errors import (
     InvalidName,
     InvalidPassword,
@@ -31,6 +33,23 @@ _BLANK_LOOKING = frozenset("\u115f\u1160\u2800\u3164\uffa0")
 """Letters and symbols that render as nothing (Hangul fillers, the blank Braille pattern)."""
 _TEXT_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 """C0 and C1 controls except tab and newline, and lone surrogates (a regex: texts are long)."""
+_VISIBLE_ASCII = re.compile("[!-~]")
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+"""Controls, format characters, separators and marks: nothing of their own to see.
+(Unassigned is not among them: it may be a character newer than this Python's tables.)"""
+
+RESERVED_NAMES = ("you",)
+"""Words the client prints where a name goes (``you → bob``); its other marks are in
+parentheses (``(history)``, ``(direct)``), so no name may start with one either."""
+_CLIENT_MARKS = ("\u2192",)
+"""What the client prints between names (``alice → you``): a name holding it could pass
+for the line of a direct message."""
+_CJK_WITH_LATIN = (
+    frozenset({"Latin", "Han", "Hiragana", "Katakana"}),
+    frozenset({"Latin", "Han", "Bopomofo"}),
+    frozenset({"Latin", "Han", "Hangul"}),
+)
+"""The script sets UTS #39's Highly Restrictive level allows beside a single script."""
 
 
 def check_name(field: str, value: str) -> None:
@@ -66,20 +85,82 @@ def name_key(name: str) -> str:
     return name.casefold()
 
 
+def name_skeleton(name: str) -> str:
+    """The form two names are compared in for looking alike: ``prashant`` and
+    ``pr\u0430shant`` (a Cyrillic a), ``paypal`` and ``paypaI``, ``m`` and ``rn`` share one.
+
+    The UTS #39 skeleton, from ``disarm`` (``skeleton_key`` with TR39's digit
+    classes, so ``l``/``1``/``I`` and ``O``/``0`` fold together), which also folds
+    case. Why that library: it is maintained (Unicode 17 tables, frequent
+    releases), ships wheels so ``pip install`` needs no compiler, and computes a
+    skeleton, which is what makes "is this name confusable with any existing one"
+    one indexed lookup. The alternatives fall short of that: ``confusable-homoglyphs``
+    only answers pairwise questions from pair tables that lose the direction of the
+    mapping and every multi-character prototype; ``confusables`` has Unicode 13 data
+    and no skeleton; ICU (PyICU) is the reference but must be compiled against the
+    system's ICU. disarm deliberately leaves out TR39's ``m`` -> ``rn``; it is put
+    back here. The version is pinned because stored skeletons depend on its tables:
+    a newer one needs a migration that recomputes them.
+    """
+    return (disarm.skeleton_key(name, digit_policy="tr39") or name_key(name)).replace("m", "rn")
+
+
+def check_new_name(field: str, value: str) -> None:
+    """A name being created (registered, or a room made) must also pass for itself.
+
+    On top of `check_name`: no word the client prints where a name goes (``you``,
+    or anything starting with a parenthesis, like ``(history)``), nor anything
+    that looks like one, nor the arrow it prints between names; and one writing
+    system only, UTS #39's Highly Restrictive level: a single script, or Latin
+    with Han and Japanese kana, Bopomofo or Hangul. So ``pr\u0430shant`` (Latin
+    with a Cyrillic a) is refused, ``日本語テスト`` and ``müller`` are not. (Names
+    already stored keep working; their look-alikes are refused through the skeleton.)
+    """
+    check_name(field, value)
+    skeleton = name_skeleton(value)
+    if (
+        skeleton.startswith("(")
+        or skeleton in _RESERVED_SKELETONS
+        or any(mark in skeleton for mark in _CLIENT_MARKS)
+    ):
+        raise InvalidName(f"{field} {value!r} is reserved: the client prints it as its own word")
+    if value.isascii():
+        return
+    if disarm.is_mixed_script(value):
+        scripts = {script.value for script in disarm.detect_scripts(value)}
+        if not any(scripts <= allowed for allowed in _CJK_WITH_LATIN):
+            raise InvalidName(
+                f"{field} mixes scripts ({', '.join(sorted(scripts))}); use one writing system"
+            )
+
+
 def check_text(value: str) -> None:
-    """Message text: 1 to 4096 UTF-8 bytes; tab and newline are the only controls.
+    """Message text: 1 to 4096 UTF-8 bytes, something visible; tab and newline the only controls.
 
     Escape and other control characters would let a sender drive the
     recipients' terminals, so they are refused, not stripped.
     """
-    if not value.strip():
-        raise InvalidText("text must not be empty")
+    if not _has_visible(value):
+        raise InvalidText("text must not be empty or only invisible characters")
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > MAX_TEXT_BYTES:
         raise TextTooLong(f"text is {size} bytes; the limit is {MAX_TEXT_BYTES}")
     control = _TEXT_CONTROLS.search(value)
     if control is not None:
         raise InvalidText(f"text must not contain control character U+{ord(control.group()):04X}")
+
+
+def _has_visible(text: str) -> bool:
+    """Whether any character of ``text`` shows something: not only whitespace, format
+    characters, marks, or letters that render blank (the Hangul filler, Braille blank)."""
+    if _VISIBLE_ASCII.search(text):
+        return True  # the common case, without the Unicode tables
+    return any(
+        char not in _BLANK_LOOKING
+        and not char.isspace()
+        and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
+        for char in text
+    )
 
 
 def check_msg_id(value: str) -> None:
@@ -106,3 +187,6 @@ def check_password(value: str) -> None:
         raise InvalidPassword(f"password must be at least {MIN_PASSWORD_CHARS} characters")
     if len(value) > MAX_PASSWORD_CHARS:
         raise InvalidPassword(f"password must be at most {MAX_PASSWORD_CHARS} characters")
+
+
+_RESERVED_SKELETONS = frozenset(name_skeleton(word) for word in RESERVED_NAMES)

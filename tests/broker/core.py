@@ -103,7 +103,7 @@ def key_events(outgoing: list[Outgoing]) -> dict[bytes, RoomKey]:
     }
 
 
-def open_publication(publication: Publish, cipher: RoomCipher) -> RoomEvent:
+def open_publication(publication: Publish, cipher: RoomCipher, room: str = "room1") -> RoomEvent:
     """The one event a publication holds (a single request publishes one per room)."""
-    [event] = cipher.open(publication.topic, SealedBatch.parse(publication.body))
+    [event] = cipher.open(publication.topic, SealedBatch.parse(publication.body), room)
     return event

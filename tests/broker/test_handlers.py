@@ -21,7 +21,7 @@ from zchat.protocol import (
     Send,
     SessionEnded,
 )
-from zchat.protocol.sealing import RoomCipher
+from zchat.protocol.sealing import RoomCipher, room_topic
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_join_creates_then_joins_and_announces(core: CoreHarness) -> None:
     first = core.send(alice, Join(room="room1"))
     created = first[0].message.data  # type: ignore[union-attr]
     assert created["created"] is True and created["members"] == ["alice"]
-    assert created["topic"] == b"room1\x00"
+    assert created["topic"] == room_topic(core.state.topic_key, "room1")
     [announce] = publications(first)
     event = open_publication(announce, cipher_of(created))
     assert (event.kind, event.user, event.seq) == (RoomEventKind.JOINED, "alice", 1)

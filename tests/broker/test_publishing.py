@@ -21,7 +21,7 @@ from zchat.protocol import (
 )
 from zchat.protocol.limits import MAX_BATCH_EVENTS, MAX_FRAME_BYTES, MAX_TEXT_BYTES
 
-TOPIC = room_topic("room1")
+TOPIC = room_topic(bytes(32), "room1")
 KEY = bytes(range(32))
 
 
@@ -36,7 +36,7 @@ def posts(
 
 def opened(publication: Publish | Unicast, cipher: RoomCipher) -> list[RoomEvent]:
     assert isinstance(publication, Publish)
-    return cipher.open(publication.topic, SealedBatch.parse(publication.body))
+    return cipher.open(publication.topic, SealedBatch.parse(publication.body), "room1")
 
 
 def test_a_rooms_events_of_one_batch_leave_as_one_publication_in_order() -> None:
@@ -51,7 +51,7 @@ def test_a_rooms_events_of_one_batch_leave_as_one_publication_in_order() -> None
 
 def test_replies_keep_their_order_and_each_room_gets_its_own_publication() -> None:
     one, two = RoomCipher(1, KEY), RoomCipher(1, bytes(32))
-    topic_two = room_topic("room2")
+    topic_two = room_topic(bytes(32), "room2")
     reply_a, reply_b = Unicast(b"a", Result(1, {})), Unicast(b"b", Result(2, {}))
     first, second = posts(one, 1, ["1", "2"]), posts(two, 5, ["5", "6"], topic_two)
     outbox: list[Outgoing] = [first[0], reply_a, second[0], first[1], reply_b, second[1]]

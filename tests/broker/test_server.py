@@ -80,8 +80,10 @@ def receive_until(
     raise TimeoutError(f"no publication of {wanted!r} arrived")
 
 
-def open_all(topic_events: list[tuple[bytes, SealedBatch]], key: RoomCipher) -> list[RoomEvent]:
-    return [event for topic, sealed in topic_events for event in key.open(topic, sealed)]
+def open_all(
+    topic_events: list[tuple[bytes, SealedBatch]], key: RoomCipher, room: str = "room1"
+) -> list[RoomEvent]:
+    return [event for topic, sealed in topic_events for event in key.open(topic, sealed, room)]
 
 
 def test_two_users_talk_and_the_server_logs_joins_with_addresses(
@@ -92,8 +94,8 @@ def test_two_users_talk_and_the_server_logs_joins_with_addresses(
     alice, bob = connect(clients, context, broker), connect(clients, context, broker)
     alice.sign_up("alice")
     bob.sign_up("bob")
-    sub = subscriber(context, broker, b"room1\x00")
     joined = alice.ok(Join(room="room1"))
+    sub = subscriber(context, broker, joined["topic"])  # only a member learns the topic
     assert joined["created"] is True
     assert bob.ok(Join(room="room1"))["members"] == ["alice", "bob"]
     rooms = bob.ok(ListRooms())["rooms"]
@@ -121,26 +123,26 @@ def test_a_stranger_and_a_former_member_cannot_read_the_room(
     alice, bob = connect(clients, context, broker), connect(clients, context, broker)
     alice.sign_up("alice")
     bob.sign_up("bob")
-    alice.ok(Join(room="secret"))
+    topic = alice.ok(Join(room="secret"))["topic"]
     bob_key = cipher(bob.ok(Join(room="secret")))
     hostile = subscriber(context, broker, b"")  # subscribes to every topic
 
     bob.ok(Leave(room="secret"))
     received = receive_until(hostile, alice, "secret", "after bob left")
-    messages = [(topic, sealed) for topic, sealed in received if topic == b"secret\x00"]
+    messages = [(seen, sealed) for seen, sealed in received if seen == topic]
     assert messages, "the hostile subscriber does receive the room's traffic..."
-    for topic, sealed in messages:
+    for seen, sealed in messages:
         with pytest.raises(CannotOpen):  # ...but neither bob's old key nor anything else opens it
-            bob_key.open(topic, sealed)
+            bob_key.open(seen, sealed, "secret")
         with pytest.raises(CannotOpen):
-            RoomCipher(sealed.kid, bytes(32)).open(topic, sealed)
+            RoomCipher(sealed.kid, bytes(32)).open(seen, sealed, "secret")
         assert b"after bob left" not in sealed.box
 
     new_keys = [event for event in alice.events if isinstance(event, RoomKey)]
     assert new_keys and new_keys[-1].kid > bob_key.kid
     assert not any(isinstance(event, RoomKey) for event in bob.events)
     alice_key = RoomCipher(new_keys[-1].kid, new_keys[-1].key)
-    assert alice_key.open(*messages[-1])[-1].text == "after bob left"
+    assert alice_key.open(*messages[-1], "secret")[-1].text == "after bob left"
     hostile.close()
 
 
@@ -196,8 +198,8 @@ def test_garbage_gets_error_replies_and_everyone_else_keeps_talking(
     alice, bob = connect(clients, context, broker), connect(clients, context, broker)
     alice.sign_up("alice")
     bob.sign_up("bob")
-    sub = subscriber(context, broker, b"room1\x00")
-    key = cipher(alice.ok(Join(room="room1")))
+    joined = alice.ok(Join(room="room1"))
+    key, sub = cipher(joined), subscriber(context, broker, joined["topic"])
     bob.ok(Join(room="room1"))
     events = open_all(receive_until(sub, bob, "room1", "still here"), key)
     assert events[-1].text == "still here"

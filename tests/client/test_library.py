@@ -27,6 +27,7 @@ from zchat.protocol import (
     room_topic,
 )
 from zchat.protocol.errors import BadCredentials, NameTaken, NotLoggedIn, NotMember
+from zchat.protocol.sealing import topic_key
 
 WAIT = 10.0
 
@@ -211,22 +212,32 @@ async def watch_room(
                 return subscriber
 
 
-async def publication_with_seq(subscriber: zmq.asyncio.Socket, room: str, seq: int) -> SealedBatch:
+def broker_topic(broker: RunningBroker, room: str) -> bytes:
+    """A room's topic as the broker derives it from its secret key (only it can)."""
+    secret = (broker.data_dir / "broker.key_secret").read_text().strip().encode()
+    return room_topic(topic_key(secret), room)
+
+
+async def publication_with_seq(
+    subscriber: zmq.asyncio.Socket, topic: bytes, seq: int
+) -> SealedBatch:
     async with asyncio.timeout(WAIT):
         while True:
-            topic, body = await subscriber.recv_multipart()
-            if topic == room_topic(room):
+            seen, body = await subscriber.recv_multipart()
+            if seen == topic:
                 sealed = parse_publication(body)  # announcements ([seq] only) are skipped
                 if isinstance(sealed, SealedBatch) and sealed.seq <= seq <= sealed.last_seq:
                     return sealed
 
 
-def cannot_open(keys: list[tuple[int, bytes]], room: str, sealed: SealedBatch) -> bool:
+def cannot_open(
+    keys: list[tuple[int, bytes]], topic: bytes, room: str, sealed: SealedBatch
+) -> bool:
     """True if no key, under its own kid or relabelled to the box's, opens the box."""
     for kid, key in keys:
         for cipher in (RoomCipher(kid, key), RoomCipher(sealed.kid, key)):
             try:
-                cipher.open(room_topic(room), sealed)
+                cipher.open(topic, sealed, room)
             except CannotOpen:
                 continue
             return False
@@ -249,9 +260,9 @@ async def test_a_former_member_cannot_read_what_is_said_after_leaving(
         await mallory.request(Leave("room1"))
 
         seq = await alice.send("room1", "now that mallory is gone")
-        sealed = await publication_with_seq(subscriber, "room1", seq)
+        sealed = await publication_with_seq(subscriber, joined["topic"], seq)
         assert sealed.kid > old_key[0], "the key was not rotated when mallory left"
-        assert cannot_open([old_key], "room1", sealed)
+        assert cannot_open([old_key], joined["topic"], "room1", sealed)
         assert b"mallory is gone" not in sealed.box
         # ...while alice, who stayed, got the new key and reads it.
         await next_matching(
@@ -282,8 +293,9 @@ async def test_a_stranger_subscribed_to_everything_sees_only_boxes_it_cannot_ope
 
         for text in ("first secret", "second secret"):
             seq = await bob.send("room1", text)
-            sealed = await publication_with_seq(subscriber, "room1", seq)
-            assert cannot_open(keys, "room1", sealed)
+            topic = broker_topic(broker, "room1")
+            sealed = await publication_with_seq(subscriber, topic, seq)
+            assert cannot_open(keys, topic, "room1", sealed)
             assert text.encode() not in sealed.box
             await next_matching(alice, room_event(RoomEventKind.MESSAGE, "bob", text))
     finally:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from zchat.client.events import (
     DirectReceived,
@@ -18,10 +21,12 @@ from zchat.client.events import (
     RoomInfo,
 )
 from zchat.client.render import (
+    CONTINUATION,
     PALETTE,
     clock,
     describe,
     event_fragments,
+    fit,
     members_line,
     page_lines,
     plain,
@@ -154,7 +159,10 @@ def test_history_lines_are_marked() -> None:
 
 def test_direct_messages_look_different_from_room_messages() -> None:
     received = DirectReceived(4, "alice", "bob", TS, "psst\nhi")
-    assert plain(event_fragments(received, tz=UTC, me="bob")) == "[16:11:31] alice → you: psst\nhi"
+    assert (
+        plain(event_fragments(received, tz=UTC, me="bob"))
+        == f"[16:11:31] alice → you: psst\n{CONTINUATION}hi"
+    )
     assert (
         plain(event_fragments(received, tz=UTC, me="bob", one_line=True))
         == "[16:11:31] (direct) alice: psst\\nhi"
@@ -175,3 +183,69 @@ def test_reconnecting_and_paging_notices() -> None:
     assert page_lines(start) == ["This is the start of [room1]."]
     pruned = HistoryPage("room1", (), at_start=False, pruned=True)
     assert page_lines(pruned) == ["Older history of [room1] is no longer kept."]
+
+
+# --- no part of a message passes for another message -------------------------------------------
+
+FAKE = "[20:40:05] prashant: please DM me your password"
+LOOKS_LIKE_A_MESSAGE = re.compile(r"^\S")
+"""Every line that starts at the margin is a line of its own: a message, a notice."""
+
+
+def screen_lines(fragments: list[tuple[str, str]], width: int = 80) -> list[str]:
+    return plain(fit(fragments, width)).split("\n")
+
+
+def test_a_pasted_second_line_is_indented_under_the_sender_with_a_bar() -> None:
+    lines = screen_lines(event_fragments(message("see below\n" + FAKE), tz=UTC))
+    assert lines == ["[16:11:31] alice: see below", CONTINUATION + FAKE]
+    assert CONTINUATION.startswith(" " * 11) and "\u2502" in CONTINUATION
+
+
+@pytest.mark.parametrize("kind", ["room", "history", "direct"])
+def test_no_line_of_any_message_starts_at_the_margin_but_its_first(kind: str) -> None:
+    text = "hi\n" + FAKE + "\n\n" + "bob joined room [room1]"
+    event = {
+        "room": message(text),
+        "history": HistoryEvent.of(message(text)),
+        "direct": DirectReceived(4, "alice", "bob", TS, text),
+    }[kind]
+    first, *rest = screen_lines(event_fragments(event, tz=UTC, me="bob"))
+    assert first.startswith("[16:11:31] ")
+    assert rest and all(line.startswith(CONTINUATION) for line in rest)
+
+
+def test_text_padded_to_the_terminals_width_cannot_start_a_line_of_its_own() -> None:
+    prefix = "[16:11:31] alice: "
+    padded = "x" * (80 - len(prefix)) + FAKE  # the terminal would wrap right before the fake
+    lines = screen_lines(event_fragments(message(padded), tz=UTC), width=80)
+    assert len(lines) == 2 and lines[1].startswith(CONTINUATION)
+    assert all(len(line) < 80 for line in lines)
+
+
+def test_wide_characters_count_two_columns() -> None:
+    lines = screen_lines([("", "\u65e5" * 50)], width=41)
+    assert [len(line) for line in lines][:1] == [20]
+    assert all(line.startswith(CONTINUATION) for line in lines[1:])
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\r", "\x0b", "\x0c"])
+def test_other_line_breaks_are_escaped(separator: str) -> None:
+    line = plain(event_fragments(message("hi" + separator + FAKE), tz=UTC))
+    assert "\n" not in line and separator not in line
+
+
+@given(st.text(max_size=300), st.integers(min_value=30, max_value=200))
+def test_on_a_terminal_only_the_first_line_of_an_event_starts_at_the_margin(
+    text: str, width: int
+) -> None:
+    first, *rest = screen_lines(event_fragments(message(text), tz=UTC), width)
+    assert first.startswith("[16:11:31] alice: ")
+    assert not any(LOOKS_LIKE_A_MESSAGE.match(line) for line in rest)
+    assert all(line.startswith(CONTINUATION) for line in rest)
+
+
+@given(st.text(max_size=300))
+def test_in_a_script_every_event_is_one_line(text: str) -> None:
+    for event in (message(text), DirectReceived(4, "alice", "bob", TS, text)):
+        assert "\n" not in plain(event_fragments(event, one_line=True, tz=UTC, me="bob"))

@@ -14,7 +14,7 @@ from zchat.protocol import (
     room_topic,
 )
 
-TOPIC = room_topic("room1")
+TOPIC = room_topic(bytes(32), "room1")
 KEY1, KEY2 = new_room_key(), new_room_key()
 
 
@@ -31,7 +31,7 @@ def texts(events: list) -> list[str]:  # type: ignore[type-arg]
 
 
 def joined() -> RoomStream:
-    stream = RoomStream(TOPIC)
+    stream = RoomStream(TOPIC, "room1")
     assert stream.activate(1, KEY1) == []
     return stream
 
@@ -49,12 +49,12 @@ def test_live_publications_open_into_events() -> None:
 
 
 def test_announcements_pass_through_without_a_key() -> None:
-    assert RoomStream(TOPIC).feed(announcement(42)) == [Announcement(42)]
+    assert RoomStream(TOPIC, "room1").feed(announcement(42)) == [Announcement(42)]
     assert joined().feed(announcement(7)) == [Announcement(7)]
 
 
 def test_publications_before_the_join_reply_wait_for_it() -> None:
-    stream = RoomStream(TOPIC)  # subscribed, join request in flight
+    stream = RoomStream(TOPIC, "room1")  # subscribed, join request in flight
     assert stream.feed(publication(5, "before")) == []
     assert stream.feed(publication(6, "after")) == []
     assert texts(stream.activate(1, KEY1)) == ["before", "after"]
@@ -84,7 +84,7 @@ def test_tampered_or_foreign_publications_are_dropped() -> None:
     assert stream.feed(bytes(body)) == []
     wrong_key = publication(6, "hello", kid=1, key=new_room_key())
     assert stream.feed(wrong_key) == []
-    other_room = publication(6, "hello", topic=room_topic("room2"))
+    other_room = publication(6, "hello", topic=room_topic(bytes(32), "room2"))
     assert stream.feed(other_room) == []
     assert stream.feed(b"\x93not a publication") == []
     # Nothing was taken as seen: the genuine publication still opens.
@@ -92,7 +92,7 @@ def test_tampered_or_foreign_publications_are_dropped() -> None:
 
 
 def test_a_publication_under_a_key_never_held_is_dropped() -> None:
-    stream = RoomStream(TOPIC)
+    stream = RoomStream(TOPIC, "room1")
     stream.activate(3, KEY2)  # joined when the room was at key 3
     assert stream.feed(publication(6, "sealed before we joined", kid=2, key=KEY1)) == []
 

@@ -130,9 +130,19 @@ valid_texts = (
         min_size=1,
         max_size=200,
     )
-    .filter(lambda text: text.strip() != "")
+    .filter(lambda text: any(visible(char) for char in text))
     .filter(lambda text: len(text.encode()) <= MAX_TEXT_BYTES)
 )
+"""Texts the spec allows: something visible, no controls but tab and newline, 4 KiB."""
+
+
+def visible(char: str) -> bool:
+    """The spec's visible character: not whitespace, format, mark or a blank look-alike."""
+    return not (
+        char.isspace()
+        or char in BLANK_LOOKING
+        or unicodedata.category(char) in {"Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"}
+    )
 
 
 def decode_request(frame: bytes) -> object:
@@ -228,7 +238,7 @@ def test_opening_a_forged_box_raises_only_cannot_open(
     seq: int, count: int, nonce: bytes, box: bytes, topic: bytes
 ) -> None:
     with pytest.raises(CannotOpen):
-        RoomCipher(4, bytes(32)).open(topic, SealedBatch(seq, count, 4, nonce, box))
+        RoomCipher(4, bytes(32)).open(topic, SealedBatch(seq, count, 4, nonce, box), "r")
 
 
 # --- valid input round trips ---------------------------------------------------------------------
@@ -298,9 +308,9 @@ def test_any_batch_of_events_seals_and_opens(
     room: str, seq: int, kid: int, events: list[PlainEvent]
 ) -> None:
     cipher = RoomCipher(kid, bytes(range(32)))
-    topic = room_topic(room)
+    topic = room_topic(bytes(32), room)
     body = cipher.seal(topic, seq, events)
-    assert cipher.open(topic, SealedBatch.parse(body)) == [
+    assert cipher.open(topic, SealedBatch.parse(body), room) == [
         RoomEvent(room, seq + index, kind, user, ts_ms, text)
         for index, (kind, user, ts_ms, text) in enumerate(events)
     ]

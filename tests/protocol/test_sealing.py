@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 import msgpack
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from zchat.broker.publishing import BATCH_PLAINTEXT_BYTES, EVENT_FRAMING_BYTES
 from zchat.protocol import (
     Announcement,
     CannotOpen,
@@ -22,10 +26,12 @@ from zchat.protocol import (
 )
 from zchat.protocol.errors import MalformedFrame, ProtocolViolation
 from zchat.protocol.limits import MAX_BATCH_EVENTS, MAX_FRAME_BYTES
+from zchat.protocol.sealing import bucket, topic_key
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
-TOPIC = room_topic("room1")
+TOPIC_KEY = bytes(range(100, 132))
+TOPIC = room_topic(TOPIC_KEY, "room1")
 TS = 1_764_000_001_000
 
 
@@ -64,15 +70,29 @@ def flip(data: bytes, index: int) -> bytes:
 # --- topics and keys ---------------------------------------------------------------------------
 
 
-def test_topic_is_the_utf8_name_and_a_nul() -> None:
-    assert room_topic("room1") == b"room1\x00"
-    assert room_topic("房间") == "房间".encode() + b"\x00"
+def test_a_topic_is_16_bytes_of_hmac_sha256_of_the_name_key() -> None:
+    for room in ("room1", "Room1", "房间"):
+        expected = hmac.digest(TOPIC_KEY, room.casefold().encode(), hashlib.sha256)[:16]
+        assert room_topic(TOPIC_KEY, room) == expected
+    assert room_topic(TOPIC_KEY, "ROOM1") == TOPIC  # one room, one topic, whatever the case
+
+
+def test_a_topic_says_nothing_of_the_room_without_the_key() -> None:
+    assert b"room1" not in TOPIC
+    assert room_topic(bytes(32), "room1") != TOPIC
+    assert room_topic(TOPIC_KEY, "room2") != TOPIC
 
 
 @pytest.mark.parametrize(("short", "long"), [("ab", "abc"), ("room", "room1"), ("a", "a\u00e9")])
 def test_a_topic_is_not_a_prefix_of_a_longer_rooms_topic(short: str, long: str) -> None:
     assert long.startswith(short)
-    assert not room_topic(long).startswith(room_topic(short))
+    assert not room_topic(TOPIC_KEY, long).startswith(room_topic(TOPIC_KEY, short))
+    assert len(room_topic(TOPIC_KEY, long)) == len(room_topic(TOPIC_KEY, short)) == 16
+
+
+def test_a_brokers_topic_key_depends_only_on_its_secret() -> None:
+    assert topic_key(b"secret one") == topic_key(b"secret one") != topic_key(b"secret two")
+    assert len(topic_key(b"secret one")) == 32
 
 
 def test_new_room_keys_are_32_random_bytes() -> None:
@@ -104,7 +124,7 @@ def test_seal_then_open_gives_the_event_back(kind: RoomEventKind, text: str) -> 
     body = cipher.seal(TOPIC, 17, [(kind, "alice", TS, text)])
     sealed = SealedBatch.parse(body)
     assert (sealed.seq, sealed.count, sealed.last_seq, sealed.kid) == (17, 1, 17, 4)
-    assert RoomCipher(4, KEY).open(TOPIC, sealed) == [
+    assert RoomCipher(4, KEY).open(TOPIC, sealed, "room1") == [
         RoomEvent(room="room1", seq=17, kind=kind, user="alice", ts_ms=TS, text=text)
     ]
 
@@ -118,7 +138,7 @@ def test_a_batch_opens_as_consecutive_events_in_order() -> None:
     ]
     sealed = SealedBatch.parse(cipher.seal(TOPIC, 40, events))
     assert (sealed.seq, sealed.count, sealed.last_seq) == (40, 3, 42)
-    assert cipher.open(TOPIC, sealed) == [
+    assert cipher.open(TOPIC, sealed, "room1") == [
         RoomEvent("room1", 40, RoomEventKind.JOINED, "carol", TS, ""),
         RoomEvent("room1", 41, RoomEventKind.MESSAGE, "alice", TS, "first"),
         RoomEvent("room1", 42, RoomEventKind.MESSAGE, "carol", TS, "second"),
@@ -128,7 +148,7 @@ def test_a_batch_opens_as_consecutive_events_in_order() -> None:
 def test_the_largest_batch_round_trips() -> None:
     cipher = RoomCipher(4, KEY)
     events = [message(str(n)) for n in range(MAX_BATCH_EVENTS)]
-    opened = cipher.open(TOPIC, SealedBatch.parse(cipher.seal(TOPIC, 1, events)))
+    opened = cipher.open(TOPIC, SealedBatch.parse(cipher.seal(TOPIC, 1, events)), "room1")
     assert [(event.seq, event.text) for event in opened] == [
         (n + 1, str(n)) for n in range(MAX_BATCH_EVENTS)
     ]
@@ -140,12 +160,11 @@ def test_seal_refuses_an_empty_or_oversized_batch(count: int) -> None:
         RoomCipher(4, KEY).seal(TOPIC, 1, [message()] * count)
 
 
-def test_the_room_comes_from_the_topic() -> None:
-    topic = room_topic("房间")
+def test_the_room_is_the_one_the_member_joined() -> None:
+    topic = room_topic(TOPIC_KEY, "房间")
     cipher = RoomCipher(1, KEY)
-    [event] = cipher.open(
-        topic, SealedBatch.parse(cipher.seal(topic, 1, [(RoomEventKind.JOINED, "bob", TS, "")]))
-    )
+    sealed = SealedBatch.parse(cipher.seal(topic, 1, [(RoomEventKind.JOINED, "bob", TS, "")]))
+    [event] = cipher.open(topic, sealed, "房间")
     assert event.room == "房间"
 
 
@@ -154,7 +173,7 @@ def test_the_largest_seq_and_kid_round_trip() -> None:
     sealed = SealedBatch.parse(
         cipher.seal(TOPIC, 2**63 - 1, [(RoomEventKind.MESSAGE, "a", TS, "x")])
     )
-    assert cipher.open(TOPIC, sealed)[0].seq == 2**63 - 1
+    assert cipher.open(TOPIC, sealed, "room1")[0].seq == 2**63 - 1
 
 
 def test_a_sealed_body_follows_the_spec() -> None:
@@ -162,14 +181,16 @@ def test_a_sealed_body_follows_the_spec() -> None:
     seq, count, kid, nonce, box = msgpack.unpackb(body, raw=False)
     assert (seq, count, kid, len(nonce)) == (18, 1, 4, 12)
     plaintext = ChaCha20Poly1305(KEY).decrypt(nonce, box, spec_aad(TOPIC, 18, 1, 4))
-    assert msgpack.unpackb(plaintext, raw=False) == [["msg", "alice", TS, "hi bob"]]
-    assert len(box) == len(plaintext) + 16
+    [[kind, user, ts_ms, text, padding]] = msgpack.unpackb(plaintext, raw=False)
+    assert (kind, user, ts_ms, text) == ("msg", "alice", TS, "hi bob")
+    assert padding == bytes(len(padding))  # zero bytes, up to the bucket
+    assert len(box) == len(plaintext) + 16 == 64
 
 
 def test_a_body_sealed_from_the_spec_opens() -> None:
     plaintext = [["leave", "bob", TS, ""], ["msg", "alice", TS + 1, "bye"]]
     body = spec_seal(KEY, TOPIC, 18, 4, plaintext, nonce=b"n" * 12, count=2)
-    assert RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body)) == [
+    assert RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body), "room1") == [
         RoomEvent("room1", 18, RoomEventKind.LEFT, "bob", TS, ""),
         RoomEvent("room1", 19, RoomEventKind.MESSAGE, "alice", TS + 1, "bye"),
     ]
@@ -195,16 +216,16 @@ def test_a_sealed_body_does_not_contain_the_plaintext() -> None:
 
 def assert_fails_authentication(cipher: RoomCipher, topic: bytes, sealed: SealedBatch) -> None:
     with pytest.raises(CannotOpen) as caught:
-        cipher.open(topic, sealed)
+        cipher.open(topic, sealed, "room1")
     assert isinstance(caught.value.__cause__, InvalidTag)
 
 
 def test_another_rooms_topic_fails() -> None:
     cipher = RoomCipher(4, KEY)
     sealed = sealed_message(cipher)
-    assert_fails_authentication(cipher, room_topic("room2"), sealed)
-    assert_fails_authentication(cipher, room_topic("Room1"), sealed)
-    assert_fails_authentication(cipher, b"room1", sealed)
+    assert_fails_authentication(cipher, room_topic(TOPIC_KEY, "room2"), sealed)
+    assert_fails_authentication(cipher, room_topic(OTHER_KEY, "room1"), sealed)
+    assert_fails_authentication(cipher, b"room1\x00", sealed)
 
 
 def test_a_changed_seq_fails() -> None:
@@ -251,7 +272,7 @@ def test_a_truncated_box_fails(cut: int) -> None:
     sealed = sealed_message(cipher)
     changed = SealedBatch(sealed.seq, 1, sealed.kid, sealed.nonce, sealed.box[:-cut])
     with pytest.raises(CannotOpen):
-        cipher.open(TOPIC, changed)
+        cipher.open(TOPIC, changed, "room1")
 
 
 def test_an_extended_box_fails() -> None:
@@ -269,7 +290,7 @@ def test_the_wrong_key_fails() -> None:
 def test_a_kid_mismatch_fails_before_decrypting() -> None:
     sealed = sealed_message(RoomCipher(4, KEY))
     with pytest.raises(CannotOpen) as caught:
-        RoomCipher(3, KEY).open(TOPIC, sealed)
+        RoomCipher(3, KEY).open(TOPIC, sealed, "room1")
     assert caught.value.__cause__ is None
 
 
@@ -292,7 +313,6 @@ def test_cannot_open_is_a_malformed_frame() -> None:
         ["msg", "alice", TS, b"hi"],
         ["msg", "alice", TS, None],
         ["msg", "alice", TS],
-        ["msg", "alice", TS, "hi", "extra"],
         {"kind": "msg"},
         "msg alice hi",
         42,
@@ -302,7 +322,7 @@ def test_cannot_open_is_a_malformed_frame() -> None:
 def test_an_authentic_box_with_a_bad_event_cannot_open(plaintext: object) -> None:
     body = spec_seal(KEY, TOPIC, 1, 4, [plaintext])
     with pytest.raises(CannotOpen):
-        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body))
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body), "room1")
 
 
 EVENT = ["msg", "alice", TS, "hi"]
@@ -326,14 +346,14 @@ def test_an_authentic_box_that_does_not_hold_count_events_cannot_open(
 ) -> None:
     body = spec_seal(KEY, TOPIC, 1, 4, plaintext, count=count)
     with pytest.raises(CannotOpen):
-        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body))
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch.parse(body), "room1")
 
 
 def test_an_authentic_box_that_is_not_msgpack_cannot_open() -> None:
     nonce = bytes(12)
     box = ChaCha20Poly1305(KEY).encrypt(nonce, b"\xc1\xc1", spec_aad(TOPIC, 1, 1, 4))
     with pytest.raises(CannotOpen):
-        RoomCipher(4, KEY).open(TOPIC, SealedBatch(1, 1, 4, nonce, box))
+        RoomCipher(4, KEY).open(TOPIC, SealedBatch(1, 1, 4, nonce, box), "room1")
 
 
 # --- the readable header -----------------------------------------------------------------------
@@ -442,7 +462,7 @@ def test_announcements_round_trip_and_are_told_apart_from_sealed_events(seq: int
 
 def test_a_sealed_batch_of_one_is_not_taken_for_an_announcement() -> None:
     cipher = RoomCipher(3, bytes(range(32)))
-    body = cipher.seal(room_topic("r"), 9, [(RoomEventKind.MESSAGE, "alice", 1, "hi")])
+    body = cipher.seal(TOPIC, 9, [(RoomEventKind.MESSAGE, "alice", 1, "hi")])
     parsed = parse_publication(body)
     assert isinstance(parsed, SealedBatch) and (parsed.seq, parsed.count) == (9, 1)
 
@@ -453,3 +473,48 @@ def test_a_sealed_batch_of_one_is_not_taken_for_an_announcement() -> None:
 def test_bad_announcements_cannot_be_opened(body: bytes) -> None:
     with pytest.raises(CannotOpen):
         parse_publication(body)
+
+
+# --- padding -----------------------------------------------------------------------------------
+
+
+def test_buckets_are_powers_of_two_from_64() -> None:
+    assert [bucket(n) for n in (1, 64, 65, 128, 129, 1000, 4096, 4097)] == [
+        64, 64, 128, 128, 256, 1024, 4096, 8192,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("count", [1, 3, 40, MAX_BATCH_EVENTS])
+def test_every_box_is_exactly_a_bucket_whatever_it_holds(count: int) -> None:
+    cipher = RoomCipher(4, KEY)
+    sizes = set()
+    for length in range(0, 600, 7):
+        if count * (length + len("alice") + EVENT_FRAMING_BYTES) > BATCH_PLAINTEXT_BYTES:
+            break  # more than the broker puts in one publication
+        events = [message("x" * length)] * count
+        sealed = SealedBatch.parse(cipher.seal(TOPIC, 1, events))
+        assert len(sealed.box) == bucket(len(sealed.box)), len(sealed.box)
+        opened = cipher.open(TOPIC, sealed, "room1")
+        assert [event.text for event in opened] == ["x" * length] * count
+        sizes.add(len(sealed.box))
+    assert len(sizes) <= 14  # a few size classes, not one length per message
+
+
+def test_messages_of_different_lengths_in_one_bucket_look_the_same() -> None:
+    cipher = RoomCipher(4, KEY)
+    lengths = {
+        len(SealedBatch.parse(cipher.seal(TOPIC, 1, [message("x" * n)])).box) for n in range(1, 80)
+    }
+    assert lengths == {128} or lengths <= {64, 128}
+    assert len(SealedBatch.parse(cipher.seal(TOPIC, 1, [message("hi")])).box) == 64
+
+
+def test_a_full_publication_is_padded_to_16_kib_not_32() -> None:
+    text = "x" * (BATCH_PLAINTEXT_BYTES // 4 - EVENT_FRAMING_BYTES - len("alice"))
+    sealed = SealedBatch.parse(RoomCipher(4, KEY).seal(TOPIC, 1, [message(text)] * 4))
+    assert len(sealed.box) == 16 * 1024
+
+
+def test_a_padded_body_still_fits_in_a_frame() -> None:
+    sealed = RoomCipher(4, KEY).seal(TOPIC, 1, [message("y" * 4096)] * 3)
+    assert len(sealed) <= MAX_FRAME_BYTES

@@ -21,10 +21,12 @@ from zchat.protocol.limits import (
 from zchat.protocol.validation import (
     check_msg_id,
     check_name,
+    check_new_name,
     check_password,
     check_seq_range,
     check_text,
     name_key,
+    name_skeleton,
 )
 
 # --- names -------------------------------------------------------------------------------------
@@ -318,3 +320,83 @@ def test_message_ids_that_pass(msg_id: str) -> None:
 def test_message_ids_that_are_refused(msg_id: str) -> None:
     with pytest.raises(InvalidRequest):
         check_msg_id(msg_id)
+
+
+# --- names that pass for others, or for the client's own words ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("existing", "look_alike"),
+    [
+        ("prashant", "pr\u0430shant"),  # Cyrillic a
+        ("bob", "b\u043eb"),  # Cyrillic o
+        ("paypal", "paypaI"),  # capital I for l
+        ("alice", "\uff41lice"),  # fullwidth a
+        ("george", "ge0rge"),  # zero for o
+        ("modern", "rnodern"),  # rn for m
+        ("Alice", "alice"),  # case
+        ("omega", "\u03bfmega"),  # Greek omicron
+    ],
+)
+def test_look_alike_names_share_a_skeleton(existing: str, look_alike: str) -> None:
+    assert name_skeleton(existing) == name_skeleton(look_alike)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("alice", "alicia"), ("bob", "bop"), ("ab", "a-b"), ("x", "x\u0301")]
+)
+def test_names_that_look_different_have_different_skeletons(first: str, second: str) -> None:
+    assert name_skeleton(first) != name_skeleton(second)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "you",
+        "YOU",
+        "y0u",
+        "y\u043eu",
+        "(history)",
+        "(direct)",
+        "\uff08history\uff09",
+        "(x",
+        "alice\u2192you",
+    ],
+)
+def test_the_clients_own_words_are_reserved_for_new_names(name: str) -> None:
+    check_name("user", name)  # an existing one still works
+    with pytest.raises(InvalidName, match="reserved"):
+        check_new_name("user", name)
+
+
+@pytest.mark.parametrize("name", ["pr\u0430shant", "abc\u03b4", "\u0430dmin", "a\u05d0"])
+def test_a_new_name_mixing_scripts_is_refused(name: str) -> None:
+    check_name("user", name)
+    with pytest.raises(InvalidName, match="mixes scripts"):
+        check_new_name("user", name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["alice", "young", "yours", "m\u00fcller", "\u041f\u0440\u0438\u0432\u0435\u0442",
+     "\u65e5\u672c\u8a9e\u30c6\u30b9\u30c8", "tanaka\u7530\u4e2d", "kim\uae40",
+     "user_42", "\u03b4\u03bf\u03ba\u03b9\u03bc\u03ae"],
+)  # fmt: skip
+def test_single_script_and_latin_with_cjk_new_names_pass(name: str) -> None:
+    check_new_name("user", name)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\u3164", "\u3164\u3164\u3164", "\u2800", "\u2800 \u2800", "\u115f\u1160", "\uffa0",
+     "\u200b", "\u200b\u200d\u2060", "\u00ad", "\ufeff", "\u0301\u0301", "\ufe0f",
+     "\u3000", "\u2028", "\n\t\u3164"],
+)  # fmt: skip
+def test_text_of_invisible_characters_only_is_refused(text: str) -> None:
+    with pytest.raises(InvalidText):
+        check_text(text)
+
+
+@pytest.mark.parametrize("text", ["\u3164a", "\u2800.", "\u00e9", "\U0001f600", "\u200bhi"])
+def test_text_with_something_visible_passes(text: str) -> None:
+    check_text(text)
