@@ -78,7 +78,7 @@ from .membership import (
 )
 from .outgoing import Failure, Outgoing, Result, Unicast
 from .state import BrokerState, Connection, Room, Session
-from .storage import DuplicateMessage, StorageError, StoredDirect, StoredEvent
+from .storage import DuplicateMessage, Storage, StorageError, StoredDirect, StoredEvent
 from .throttle import BucketTable, TokenBucket, take_all
 
 REPLY_EVENTS_BYTES = MAX_FRAME_BYTES - 4096
@@ -188,11 +188,18 @@ def handle_hello(ctx: Context, request: Hello) -> dict[str, Any]:
     }
 
 
+def check_name_free(storage: Storage, user: str) -> None:
+    """`NameTaken` if ``user`` is registered (ignoring case) or looks like a registered name."""
+    if storage.account(user) is not None:
+        raise NameTaken(f"username {user} is taken")
+    like = storage.account_like(user)
+    if like is not None:
+        raise NameTaken(f"username {user} looks like {like}, who is registered")
+
+
 def handle_register(ctx: Context, request: NewAccount) -> dict[str, Any]:
     """register {user, password} -> {user}"""
-    like = ctx.state.storage.account_like(request.user)
-    if like is not None and name_key(like) != name_key(request.user):
-        raise NameTaken(f"username {request.user} looks like {like}, who is registered")
+    check_name_free(ctx.state.storage, request.user)
     if not ctx.state.storage.add_account(request.user, request.password_hash):
         raise NameTaken(f"username {request.user} is taken")
     logger.info("%s registered from <%s>", request.user, ctx.connection.peer)

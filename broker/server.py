@@ -51,7 +51,14 @@ from zchat.protocol.sealing import topic_key
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
-from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from .handlers import (
+    CheckedLogin,
+    NewAccount,
+    check_name_free,
+    dispatch,
+    expire_sessions,
+    load_state,
+)
 from .keys import BrokerKeys, load_or_create_keys
 from .membership import announce_rooms, rotate_keys
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
@@ -233,9 +240,16 @@ class BrokerShell:
         """Admit a login or registration (cheaply), then hash on a worker thread."""
         limits = self.state.settings.limits
         peer = connection.peer
+        held = self.state.sessions.get(connection.routing_id)
         try:
-            if isinstance(request, Login) and connection.routing_id in self.state.sessions:
+            if (
+                isinstance(request, Login)
+                and held is not None
+                and held.connection.client_key == connection.client_key
+            ):
                 raise AlreadyLoggedIn("this connection is already logged in")  # before hashing
+            if isinstance(request, Register):
+                check_name_free(self.state.storage, request.user)  # before hashing, too
             if (
                 len(self._auth_tasks) >= limits.pending_auth_total
                 or self._pending_auth.get(peer, 0) >= limits.pending_auth_per_address

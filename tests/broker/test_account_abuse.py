@@ -166,6 +166,26 @@ def test_a_logged_in_connection_resending_login_is_refused_before_any_hashing(
         assert broker.stop() == 0
 
 
+def test_registering_a_taken_or_look_alike_name_is_refused_before_any_hashing(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    # One hash at a time per address: a refusal that hashed would hold the slot.
+    broker = start_broker(tmp_path / "data", "--pending-auth-per-address", "1")
+    squatter = WireClient(context, broker)
+    try:
+        squatter.ok(Register(user="alice", password=PASSWORD))
+        names = ["alice", "ALICE", "a1ice", "aIice"] * 2
+        for n, name in enumerate(names):
+            squatter.dealer.send(encode_request(100 + n, Register(user=name, password=PASSWORD)))
+        replies = [squatter.reply() for _ in names]
+        assert [r.error.code if r.error else None for r in replies] == (
+            [ErrorCode.NAME_TAKEN] * len(names)
+        )
+    finally:
+        squatter.close()
+        assert broker.stop() == 0
+
+
 def test_strangers_failing_an_owners_logins_cannot_lock_the_owner_out(
     tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
