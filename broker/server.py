@@ -29,7 +29,6 @@ from zchat.protocol import (
     Login,
     Register,
     Request,
-    ServerKey,
     ZchatError,
     decode_envelope,
     encode_error,
@@ -37,12 +36,13 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import LimitReached, MalformedFrame, UnknownOperation
+from zchat.protocol.errors import LimitReached, MalformedFrame
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
+from .key_service import KeyService
 from .keys import BrokerKeys, load_or_create_keys
 from .membership import announce_rooms
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
@@ -61,7 +61,6 @@ HEARTBEAT_IVL_MS = 2_000
 HEARTBEAT_TIMEOUT_MS = 6_000
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
-KEY_SERVICE_MAXMSGSIZE = 1024
 PRUNE_BATCH = 1_000
 """Events deleted per step of pruning; each step is a short pause for the event loop."""
 PRUNE_INTERVAL_S = 300
@@ -289,25 +288,6 @@ class BrokerShell:
         await asyncio.gather(*self._auth_tasks, return_exceptions=True)
 
 
-async def serve_key_requests(key_service: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
-    """Answer `server_key` on the plaintext key service, and nothing else, until cancelled."""
-    answer = {"key": keys.public, "fingerprint": keys.fingerprint}
-    while True:
-        frames = await key_service.recv_multipart()
-        routing_id, body = frames[0], frames[-1]
-        request_id: int | None = None
-        try:
-            envelope = decode_envelope(body)
-            request_id = envelope.request_id
-            request = parse_request(envelope)
-            if not isinstance(request, ServerKey) or request_id is None:
-                raise UnknownOperation("the key service answers only server_key")
-            reply = encode_result(request_id, answer)
-        except ZchatError as error:
-            reply = encode_error(request_id, error)
-        await key_service.send_multipart((routing_id, reply))
-
-
 HASHING_NICENESS = 10
 
 
@@ -349,27 +329,26 @@ async def run_broker(
         context.set(ZMQ_ZERO_COPY_RECV, 0)
     router = context.socket(zmq.ROUTER)
     publisher = context.socket(zmq.PUB)
-    key_service = context.socket(zmq.ROUTER)
+    key_service: KeyService | None = None
     storage = None
     hash_pool = ThreadPoolExecutor(
         config.hash_workers, thread_name_prefix="zchat-hash", initializer=_yield_to_the_loop
     )
     try:
-        for socket in (router, publisher, key_service):
+        for socket in (router, publisher):
             _configure(socket)
         for socket in (router, publisher):
             _make_curve_server(socket, keys)
         router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
-        key_service.setsockopt(zmq.MAXMSGSIZE, KEY_SERVICE_MAXMSGSIZE)
         publisher.setsockopt(zmq.SNDHWM, config.pub_hwm)
         _bind(router, config.host, config.port)
         _bind(publisher, config.host, config.pub_port)
-        _bind(key_service, config.host, config.key_port)
+        key_service = KeyService(config.host, config.key_port, keys)
         endpoints = Endpoints(
             config.host,
             _bound_port(router),
             _bound_port(publisher),
-            _bound_port(key_service),
+            key_service.port,
             keys,
         )
 
@@ -382,12 +361,12 @@ async def run_broker(
         )
         state = load_state(BrokerState(storage, settings))
         shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)
+        key_service.start()
         on_ready(endpoints)
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(shell.serve())
             background = [
                 tasks.create_task(shell.expire_leases()),
-                tasks.create_task(serve_key_requests(key_service, keys)),
                 tasks.create_task(shell.announce()),
                 tasks.create_task(shell.prune_history(config.retention)),
             ]
@@ -400,7 +379,8 @@ async def run_broker(
         hash_pool.shutdown(wait=True, cancel_futures=True)
         router.close(linger=1000)
         publisher.close(linger=1000)
-        key_service.close(linger=0)
         context.term()
+        if key_service is not None:
+            key_service.stop()
         if storage is not None:
             storage.close()
