@@ -36,11 +36,12 @@ from zchat.protocol import (
     encode_result,
     parse_request,
 )
-from zchat.protocol.errors import LimitReached, MalformedFrame
+from zchat.protocol.errors import LimitReached, MalformedFrame, RateLimited
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
+from .gate import RequestGate
 from .handlers import CheckedLogin, NewAccount, dispatch, expire_sessions, load_state
 from .key_service import KeyService
 from .keys import BrokerKeys, load_or_create_keys
@@ -55,10 +56,19 @@ logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = 512
 """Most requests dispatched before one commit and flush."""
+DRAIN_LIMIT = 4 * BATCH_LIMIT
+"""Most frames read in one pass, dropped ones included, before the other tasks get a turn."""
+REFUSED_REPLY = encode_error(
+    None, RateLimited("too many requests from this connection or address; not read")
+)
+"""The answer to a request over the gate's limits: without its id, since it is not decoded."""
 
 LEASE_CHECK_S = 1.0
-HEARTBEAT_IVL_MS = 2_000
-HEARTBEAT_TIMEOUT_MS = 6_000
+DROP_LOG_S = 10.0
+TCP_KEEPALIVE_IDLE_S = 10
+TCP_KEEPALIVE_INTVL_S = 5
+TCP_KEEPALIVE_CNT = 3
+"""A dead peer is noticed by the kernel in about 25 s (the lease ends its session sooner)."""
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
 PRUNE_BATCH = 1_000
@@ -100,9 +110,13 @@ def _bind(socket: zmq.asyncio.Socket, host: str, port: int) -> None:
 def _configure(socket: zmq.asyncio.Socket) -> None:
     socket.setsockopt(zmq.IPV6, 1)  # dual stack: IPv6 and IPv4 addresses both work
     socket.setsockopt(zmq.LINGER, 1000)
-    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    # No ZMTP heartbeats of the broker's own: libzmq 4.3.5 aborts when its heartbeat timer
+    # fires on a connection that was reset while its input was paused (stream_engine_base.cpp
+    # :310). TCP keepalive finds dead peers instead; peers' own heartbeats are still answered.
+    socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_IDLE_S)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, TCP_KEEPALIVE_INTVL_S)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, TCP_KEEPALIVE_CNT)
 
 
 def _make_curve_server(socket: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
@@ -140,18 +154,39 @@ class BrokerShell:
         self._auth_tasks: set[asyncio.Task[None]] = set()
         self._pending_auth: dict[str, int] = {}
         """Logins and registrations waiting for the hasher, per peer address."""
+        limits = state.settings.limits
+        self.gate = RequestGate(
+            limits.connection_request_rate,
+            limits.connection_request_burst,
+            limits.address_request_rate,
+            limits.address_request_burst,
+        )
+        self._dropped_logged = -DROP_LOG_S
+        self.caught_up_ms = now_ms()
+        """When a pass of `serve` last found the ROUTER empty: every ping sent before
+        then has been read."""
 
     async def serve(self) -> None:
-        """Handle requests until cancelled."""
+        """Handle requests until cancelled.
+
+        Each pass reads at most `DRAIN_LIMIT` frames and dispatches at most `BATCH_LIMIT`
+        of them; `gate` refuses a flood's frames before they are decoded. A pass that
+        empties the ROUTER marks the broker as caught up (see `expire_leases`).
+        """
+        gate = self.gate
         while True:
             await self.router.poll()  # POLLIN
             outbox: list[Outgoing] = []
+            refused: list[bytes] = []
             router = self._router_now
-            for _ in range(BATCH_LIMIT):
+            now = now_ms()
+            dispatched = 0
+            for _ in range(DRAIN_LIMIT):
                 # Frame by frame: recv_multipart costs more than the rest of a small request.
                 try:
                     routing_id = router.recv(zmq.NOBLOCK)
                 except zmq.Again:
+                    self.caught_up_ms = now
                     break
                 body = router.recv(copy=False)  # a Frame: it knows the peer's address
                 extra = 0
@@ -159,8 +194,25 @@ class BrokerShell:
                 while more:
                     more = router.recv(copy=False).more
                     extra += 1
-                outbox.extend(self.handle_request(routing_id, body, extra))
+                address = gate.address(routing_id, now)
+                if address is None:
+                    address = _peer_address(body)
+                    gate.remember(routing_id, address, now)
+                if not gate.admit(routing_id, address, now):
+                    refused.append(routing_id)
+                    continue
+                outbox.extend(self.handle_request(routing_id, body, extra, address))
+                dispatched += 1
+                if dispatched >= BATCH_LIMIT:
+                    break
+            else:
+                dispatched = BATCH_LIMIT  # read the most a pass may: let the other tasks run
             self.commit_and_send(outbox)
+            for routing_id in refused:  # one precomputed answer each, never decoded
+                router.send(routing_id, zmq.SNDMORE)
+                router.send(REFUSED_REPLY)
+            if dispatched >= BATCH_LIMIT:
+                await asyncio.sleep(0)
 
     async def announce(self) -> None:
         """Announce the latest seq of rooms with recent traffic, a few times a second."""
@@ -184,14 +236,31 @@ class BrokerShell:
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
     async def expire_leases(self) -> None:
-        """End sessions whose lease ran out, once a second, until cancelled."""
+        """End sessions whose lease ran out, once a second, until cancelled.
+
+        Silence is measured up to when the broker last caught up with its ROUTER, not up
+        to now: a ping waiting unread behind a flood is not the client's silence."""
         while True:
             await asyncio.sleep(LEASE_CHECK_S)
-            self.commit_and_send(expire_sessions(self.state, now_ms()))
+            now = now_ms()
+            self.gate.sweep(now)
+            self._report_dropped()
+            self.commit_and_send(expire_sessions(self.state, min(now, self.caught_up_ms)))
 
-    def handle_request(self, routing_id: bytes, body: zmq.Frame, extra: int) -> list[Outgoing]:
-        """Decode one ROUTER message (``extra`` frames after the first are an error) and
-        dispatch it (register and login go to a thread)."""
+    def _report_dropped(self) -> None:
+        """Log the requests the gate refused, one line at most every `DROP_LOG_S`."""
+        gate = self.gate
+        now = time.monotonic()
+        if gate.dropped and now - self._dropped_logged >= DROP_LOG_S:
+            logger.warning("refused %d requests over the request limits", gate.dropped)
+            gate.dropped = 0
+            self._dropped_logged = now
+
+    def handle_request(
+        self, routing_id: bytes, body: zmq.Frame, extra: int, address: str
+    ) -> list[Outgoing]:
+        """Decode one ROUTER message (``extra`` frames after the first are an error) from
+        the peer at ``address`` and dispatch it (register and login go to a thread)."""
         if extra:
             error = MalformedFrame(f"expected one frame, got {extra + 1}")
             return [Unicast(routing_id, Failure(None, error))]
@@ -205,7 +274,7 @@ class BrokerShell:
             return [Unicast(routing_id, Failure(envelope.request_id, error))]
         assert envelope.request_id is not None
         session = self.state.sessions.get(routing_id)
-        connection = session.connection if session else Connection(routing_id, _peer_address(body))
+        connection = session.connection if session else Connection(routing_id, address)
         if isinstance(request, Register | Login):
             return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
