@@ -65,6 +65,9 @@ REFUSED_REPLY = encode_error(
 
 LEASE_CHECK_S = 1.0
 DROP_LOG_S = 10.0
+HANDSHAKE_IVL_MS = 5_000
+"""A connection that has not finished its CurveZMQ handshake by then is closed (libzmq's
+default is 30 s), so connections that never speak give their file descriptors back soon."""
 TCP_KEEPALIVE_IDLE_S = 10
 TCP_KEEPALIVE_INTVL_S = 5
 TCP_KEEPALIVE_CNT = 3
@@ -117,6 +120,7 @@ def _configure(socket: zmq.asyncio.Socket) -> None:
     socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_IDLE_S)
     socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, TCP_KEEPALIVE_INTVL_S)
     socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, TCP_KEEPALIVE_CNT)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
 
 
 def _make_curve_server(socket: zmq.asyncio.Socket, keys: BrokerKeys) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import resource
 import socket
 import struct
 import subprocess
@@ -22,7 +23,7 @@ import zmq
 
 from tests.processes import RunningBroker
 from tests.wire import WireClient
-from zchat.protocol import ServerKey, decode_incoming, encode_request
+from zchat.protocol import Hello, ServerKey, decode_incoming, encode_request
 from zchat.protocol.codec import Reply
 
 FLOOD_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "flood.py"
@@ -102,4 +103,31 @@ def test_a_paused_flood_that_hangs_up_does_not_abort_the_broker(
         chat.sign_up("alice")
     finally:
         chat.close()
+    assert broker.process.poll() is None, broker.output.text()
+
+
+def test_connections_that_never_speak_give_their_file_descriptors_back(
+    broker: RunningBroker, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """More silent connections than the broker may open files: it closes them once their
+    handshake is overdue, so a client that comes next is answered within seconds."""
+    resource.prlimit(broker.process.pid, resource.RLIMIT_NOFILE, (256, 256))
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            try:
+                silent.append(socket.create_connection(("127.0.0.1", broker.port), timeout=2))
+            except OSError:
+                break  # the broker's backlog is full too
+        assert len(silent) > 256, "the broker's file limit was never reached"
+        honest = WireClient(context, broker)
+        try:
+            started = time.monotonic()
+            assert honest.ok(Hello())["protocol"] == 1  # WireClient waits up to 10 s
+            assert time.monotonic() - started < 10
+        finally:
+            honest.close()
+    finally:
+        for connection in silent:
+            connection.close()
     assert broker.process.poll() is None, broker.output.text()
