@@ -167,8 +167,9 @@ class BrokerShell:
         )
         self._dropped_logged = -DROP_LOG_S
         self.caught_up_ms = now_ms()
-        """When a pass of `serve` last found the ROUTER empty: every ping sent before
-        then has been read."""
+        """When `serve` last found the ROUTER empty: every ping sent before then is read."""
+        self._waiting = False
+        """`serve` is waiting for the next request (so it is caught up now)."""
 
     async def serve(self) -> None:
         """Handle requests until cancelled.
@@ -179,7 +180,9 @@ class BrokerShell:
         """
         gate = self.gate
         while True:
+            self._waiting = True  # nothing left unread: caught up for as long as this lasts
             await self.router.poll()  # POLLIN
+            self._waiting = False
             outbox: list[Outgoing] = []
             refused: list[bytes] = []
             router = self._router_now
@@ -247,6 +250,8 @@ class BrokerShell:
         while True:
             await asyncio.sleep(LEASE_CHECK_S)
             now = now_ms()
+            if self._waiting:
+                self.caught_up_ms = now
             self.gate.sweep(now)
             self._report_dropped()
             self.commit_and_send(expire_sessions(self.state, min(now, self.caught_up_ms)))

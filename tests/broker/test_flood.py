@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import zmq
 
-from tests.processes import RunningBroker
+from tests.processes import RunningBroker, start_broker
 from tests.wire import WireClient
-from zchat.protocol import Hello, ServerKey, decode_incoming, encode_request
+from zchat.protocol import Hello, ServerKey, SessionEnded, decode_incoming, encode_request
 from zchat.protocol.codec import Reply
 
 FLOOD_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "flood.py"
@@ -131,3 +131,20 @@ def test_connections_that_never_speak_give_their_file_descriptors_back(
         for connection in silent:
             connection.close()
     assert broker.process.poll() is None, broker.output.text()
+
+
+def test_a_silent_client_is_still_dropped_when_nobody_else_talks(
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    """Leases count silence up to when the broker last caught up; an idle broker is
+    caught up all the time, so a vanished client's lease still runs out."""
+    broker = start_broker(tmp_path / "data", "--lease", "1.5")
+    alice = WireClient(context, broker)
+    try:
+        alice.sign_up("alice")
+        assert alice.dealer.poll(8_000), "alice's session was never ended"
+        assert isinstance(alice.receive(), SessionEnded)
+        broker.output.wait_for(r"alice timed out from <127\.0\.0\.1>")
+    finally:
+        alice.close()
+        assert broker.stop() == 0
