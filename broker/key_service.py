@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024
 CLOSED_REMEMBERED = 4_096
-POLL_MS = 100
-"""How often deadlines are checked (and a stop request noticed) while nothing arrives."""
+POLL_MS = 500
+"""How often deadlines are checked (and a stop request noticed) while nothing arrives;
+rarely, so an idle service seldom takes the interpreter from the chat."""
 
 
 @dataclass(frozen=True, slots=True)
