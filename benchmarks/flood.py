@@ -13,10 +13,16 @@ account, send as fast as their connection takes:
   CurveZMQ (any key pair is admitted).
 
 A flooder never reads and ends with a reset (linger 0), the pattern that
-aborted libzmq 4.3.5. Reported per run: each member's deliveries of the other's
-messages (latency from send to the other's SUB: p50, p99, max), lost messages,
-sessions expired, the members' reply p99, the flood's size, and whether the
-broker was still running and exited 0 on SIGTERM.
+aborted libzmq 4.3.5. With ``--flooder-heartbeats`` the flooders also send ZMTP
+PINGs every millisecond: libzmq 4.3.5 aborts (stream_engine_base.cpp:310) when
+it decodes a PING from a connection that was reset while its input was paused
+behind a full queue, on any socket with the ZMTP engine, so the ROUTER is still
+exposed to that until the broker runs on a libzmq that returns there instead.
+
+Reported per run: each member's deliveries of the other's messages (latency
+from send to the other's SUB: p50, p99, max), lost messages, sessions expired,
+the members' reply p99, the flood's size, and whether the broker was still
+running and exited 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ EXPIRED = {ErrorCode.NOT_LOGGED_IN, ErrorCode.SESSION_EXPIRED}
 # --- the flooders -----------------------------------------------------------------------
 
 
-def flood(target: str, port: int, seconds: float, server_key: str) -> None:
+def flood(target: str, port: int, seconds: float, server_key: str, heartbeats: bool) -> None:
     """Send as fast as the connection takes for ``seconds``, never read, then reset."""
     context = zmq.Context()
     dealer = context.socket(zmq.DEALER)
@@ -80,6 +86,8 @@ def flood(target: str, port: int, seconds: float, server_key: str) -> None:
         dealer.setsockopt(zmq.CURVE_SERVERKEY, server_key.encode("ascii"))
         dealer.setsockopt(zmq.CURVE_PUBLICKEY, public)
         dealer.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    if heartbeats:
+        dealer.setsockopt(zmq.HEARTBEAT_IVL, 1)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(f"tcp://127.0.0.1:{port}")
     frames = [encode_request(1, ServerKey())]
@@ -331,7 +339,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 # --- one run --------------------------------------------------------------------------------
 
 
-def run(target: str, seconds: float, lease_s: float) -> dict[str, Any]:
+def run(target: str, seconds: float, lease_s: float, heartbeats: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="zchat-flood-") as data_dir:
         broker = start_broker(Path(data_dir), lease_s)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -347,7 +355,8 @@ def run(target: str, seconds: float, lease_s: float) -> dict[str, Any]:
             for _ in range(FLOODERS):
                 flooders.append(
                     subprocess.Popen(  # noqa: S603 (this script)
-                        [sys.executable, __file__, "--flooder", target, str(port), str(seconds)],
+                        [sys.executable, __file__, "--flooder", target, str(port), str(seconds)]
+                        + (["--flooder-heartbeats"] if heartbeats else []),
                         stdout=subprocess.PIPE,
                         text=True,
                         env=dict(os.environ, ZCHAT_FLOOD_KEY=broker.key),
@@ -394,17 +403,23 @@ def main() -> int:
     parser.add_argument("--lease", type=float, default=15.0, help="the broker's --lease")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--flooder", nargs=3, metavar=("TARGET", "PORT", "SECONDS"))
+    parser.add_argument(
+        "--flooder-heartbeats",
+        action="store_true",
+        help="flooders also send ZMTP heartbeats every millisecond (see the docstring)",
+    )
     args = parser.parse_args()
     if args.flooder:
         target, port, seconds = args.flooder
-        flood(target, int(port), float(seconds), os.environ.get("ZCHAT_FLOOD_KEY", ""))
+        key = os.environ.get("ZCHAT_FLOOD_KEY", "")
+        flood(target, int(port), float(seconds), key, args.flooder_heartbeats)
         return 0
     targets = ("key", "router") if args.target == "both" else (args.target,)
     results: dict[str, list[dict[str, Any]]] = {}
     for target in targets:
         for n in range(1, args.runs + 1):
             print(f"{target} run {n}/{args.runs}: {args.duration:g} s", file=sys.stderr)
-            figures = run(target, args.duration, args.lease)
+            figures = run(target, args.duration, args.lease, args.flooder_heartbeats)
             print(json.dumps(figures), file=sys.stderr)
             results.setdefault(target, []).append(figures)
     for target, runs in results.items():
