@@ -72,6 +72,16 @@ LIMIT_OPTIONS: dict[str, tuple[click.ParamType[Any], str]] = {
         click.IntRange(min=1),
         "Logins and registrations one address may have waiting.",
     ),
+    "connection_request_rate": (
+        click.FloatRange(min=1),
+        "Requests per second per connection; more are refused unread.",
+    ),
+    "connection_request_burst": (click.IntRange(min=1), "Requests a connection may send at once."),
+    "address_request_rate": (
+        click.FloatRange(min=1),
+        "Requests per second per address; more are refused unread.",
+    ),
+    "address_request_burst": (click.IntRange(min=1), "Requests an address may send at once."),
 }
 """One option per abuse limit, by `Limits` field; the flag is the field's name, defaults from
 `Limits`."""

@@ -31,7 +31,6 @@ from zchat.protocol import (
     Login,
     Register,
     Request,
-    ServerKey,
     ZchatError,
     decode_envelope,
     encode_error,
@@ -44,13 +43,14 @@ from zchat.protocol.errors import (
     InternalError,
     LimitReached,
     MalformedFrame,
-    UnknownOperation,
+    RateLimited,
 )
 from zchat.protocol.limits import ANNOUNCE_INTERVAL_MS
 from zchat.protocol.sealing import topic_key
 
 from .admission import admit_login, admit_registration
 from .config import BrokerConfig, Retention
+from .gate import RequestGate
 from .handlers import (
     CheckedLogin,
     NewAccount,
@@ -59,6 +59,7 @@ from .handlers import (
     expire_sessions,
     load_state,
 )
+from .key_service import KeyService
 from .keys import BrokerKeys, load_or_create_keys
 from .membership import announce_rooms, rotate_keys
 from .outgoing import Failure, Outgoing, Publish, Result, Unicast
@@ -72,13 +73,24 @@ logger = logging.getLogger(__name__)
 
 BATCH_LIMIT = 512
 """Most requests dispatched before one commit and flush."""
+DRAIN_LIMIT = 4 * BATCH_LIMIT
+"""Most frames read in one pass, dropped ones included, before the other tasks get a turn."""
+REFUSED_REPLY = encode_error(
+    None, RateLimited("too many requests from this connection or address; not read")
+)
+"""The answer to a request over the gate's limits: without its id, since it is not decoded."""
 
 LEASE_CHECK_S = 1.0
-HEARTBEAT_IVL_MS = 2_000
-HEARTBEAT_TIMEOUT_MS = 6_000
+DROP_LOG_S = 10.0
+HANDSHAKE_IVL_MS = 5_000
+"""A connection that has not finished its CurveZMQ handshake by then is closed (libzmq's
+default is 30 s), so connections that never speak give their file descriptors back soon."""
+TCP_KEEPALIVE_IDLE_S = 10
+TCP_KEEPALIVE_INTVL_S = 5
+TCP_KEEPALIVE_CNT = 3
+"""A dead peer is noticed by the kernel in about 25 s (the lease ends its session sooner)."""
 SOCKET_MAXMSGSIZE = 1024 * 1024
 """ZeroMQ drops the connection of a peer sending more; up to it, a reply explains the limit."""
-KEY_SERVICE_MAXMSGSIZE = 1024
 PRUNE_BATCH = 1_000
 """Events deleted per step of pruning; each step is a short pause for the event loop."""
 PRUNE_INTERVAL_S = 300
@@ -118,9 +130,14 @@ def _bind(socket: zmq.asyncio.Socket, host: str, port: int) -> None:
 def _configure(socket: zmq.asyncio.Socket) -> None:
     socket.setsockopt(zmq.IPV6, 1)  # dual stack: IPv6 and IPv4 addresses both work
     socket.setsockopt(zmq.LINGER, 1000)
-    socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-    socket.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    # No ZMTP heartbeats of the broker's own: libzmq 4.3.5 aborts when its heartbeat timer
+    # fires on a connection that was reset while its input was paused (stream_engine_base.cpp
+    # :310). TCP keepalive finds dead peers instead; peers' own heartbeats are still answered.
+    socket.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_IDLE_S)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_INTVL, TCP_KEEPALIVE_INTVL_S)
+    socket.setsockopt(zmq.TCP_KEEPALIVE_CNT, TCP_KEEPALIVE_CNT)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_IVL_MS)
 
 
 def _make_curve_server(socket: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
@@ -160,18 +177,42 @@ class BrokerShell:
         """Logins and registrations waiting for the hasher, per peer address."""
         self._storage_failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Set when a login or registration finds the storage failed (see `watch`)."""
+        limits = state.settings.limits
+        self.gate = RequestGate(
+            limits.connection_request_rate,
+            limits.connection_request_burst,
+            limits.address_request_rate,
+            limits.address_request_burst,
+        )
+        self._dropped_logged = -DROP_LOG_S
+        self.caught_up_ms = now_ms()
+        """When `serve` last found the ROUTER empty: every ping sent before then is read."""
+        self._waiting = False
+        """`serve` is waiting for the next request (so it is caught up now)."""
 
     async def serve(self) -> None:
-        """Handle requests until cancelled."""
+        """Handle requests until cancelled.
+
+        Each pass reads at most `DRAIN_LIMIT` frames and dispatches at most `BATCH_LIMIT`
+        of them; `gate` refuses a flood's frames before they are decoded. A pass that
+        empties the ROUTER marks the broker as caught up (see `expire_leases`).
+        """
+        gate = self.gate
         while True:
+            self._waiting = True  # nothing left unread: caught up for as long as this lasts
             await self.router.poll()  # POLLIN
+            self._waiting = False
             outbox: list[Outgoing] = []
+            refused: list[bytes] = []
             router = self._router_now
-            for _ in range(BATCH_LIMIT):
+            now = now_ms()
+            dispatched = 0
+            for _ in range(DRAIN_LIMIT):
                 # Frame by frame: recv_multipart costs more than the rest of a small request.
                 try:
                     routing_id = router.recv(zmq.NOBLOCK)
                 except zmq.Again:
+                    self.caught_up_ms = now
                     break
                 body = router.recv(copy=False)  # a Frame: it knows the peer's address
                 extra = 0
@@ -179,8 +220,25 @@ class BrokerShell:
                 while more:
                     more = router.recv(copy=False).more
                     extra += 1
-                outbox.extend(self.handle_request(routing_id, body, extra))
+                address = gate.address(routing_id, now)
+                if address is None:
+                    address = _peer_address(body)
+                    gate.remember(routing_id, address, now)
+                if not gate.admit(routing_id, address, now):
+                    refused.append(routing_id)
+                    continue
+                outbox.extend(self.handle_request(routing_id, body, extra, address))
+                dispatched += 1
+                if dispatched >= BATCH_LIMIT:
+                    break
+            else:
+                dispatched = BATCH_LIMIT  # read the most a pass may: let the other tasks run
             self.commit_and_send(outbox)
+            for routing_id in refused:  # one precomputed answer each, never decoded
+                router.send(routing_id, zmq.SNDMORE)
+                router.send(REFUSED_REPLY)
+            if dispatched >= BATCH_LIMIT:
+                await asyncio.sleep(0)
 
     async def announce(self) -> None:
         """Announce the latest seq of rooms with recent traffic, a few times a second."""
@@ -204,14 +262,33 @@ class BrokerShell:
             await asyncio.sleep(PRUNE_INTERVAL_S)
 
     async def expire_leases(self) -> None:
-        """End sessions whose lease ran out, once a second, until cancelled."""
+        """End sessions whose lease ran out, once a second, until cancelled.
+
+        Silence is measured up to when the broker last caught up with its ROUTER, not up
+        to now: a ping waiting unread behind a flood is not the client's silence."""
         while True:
             await asyncio.sleep(LEASE_CHECK_S)
-            self.commit_and_send(expire_sessions(self.state, now_ms()))
+            now = now_ms()
+            if self._waiting:
+                self.caught_up_ms = now
+            self.gate.sweep(now)
+            self._report_dropped()
+            self.commit_and_send(expire_sessions(self.state, min(now, self.caught_up_ms)))
 
-    def handle_request(self, routing_id: bytes, body: zmq.Frame, extra: int) -> list[Outgoing]:
-        """Decode one ROUTER message (``extra`` frames after the first are an error) and
-        dispatch it (register and login go to a thread)."""
+    def _report_dropped(self) -> None:
+        """Log the requests the gate refused, one line at most every `DROP_LOG_S`."""
+        gate = self.gate
+        now = time.monotonic()
+        if gate.dropped and now - self._dropped_logged >= DROP_LOG_S:
+            logger.warning("refused %d requests over the request limits", gate.dropped)
+            gate.dropped = 0
+            self._dropped_logged = now
+
+    def handle_request(
+        self, routing_id: bytes, body: zmq.Frame, extra: int, address: str
+    ) -> list[Outgoing]:
+        """Decode one ROUTER message (``extra`` frames after the first are an error) from
+        the peer at ``address`` and dispatch it (register and login go to a thread)."""
         if extra:
             error = MalformedFrame(f"expected one frame, got {extra + 1}")
             return [Unicast(routing_id, Failure(None, error))]
@@ -229,7 +306,7 @@ class BrokerShell:
         if session is not None and session.connection.client_key == client_key:
             connection = session.connection
         else:  # the core's `session_of` decides what a routing id with another key means
-            connection = Connection(routing_id, _peer_address(body), client_key)
+            connection = Connection(routing_id, address, client_key)
         if isinstance(request, Register | Login):
             return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
@@ -369,25 +446,6 @@ def refusals(outbox: list[Outgoing]) -> list[Unicast | Publish]:
     return replies
 
 
-async def serve_key_requests(key_service: zmq.asyncio.Socket, keys: BrokerKeys) -> None:
-    """Answer `server_key` on the plaintext key service, and nothing else, until cancelled."""
-    answer = {"key": keys.public, "fingerprint": keys.fingerprint}
-    while True:
-        frames = await key_service.recv_multipart()
-        routing_id, body = frames[0], frames[-1]
-        request_id: int | None = None
-        try:
-            envelope = decode_envelope(body)
-            request_id = envelope.request_id
-            request = parse_request(envelope)
-            if not isinstance(request, ServerKey) or request_id is None:
-                raise UnknownOperation("the key service answers only server_key")
-            reply = encode_result(request_id, answer)
-        except ZchatError as error:
-            reply = encode_error(request_id, error)
-        await key_service.send_multipart((routing_id, reply))
-
-
 HASHING_NICENESS = 10
 
 
@@ -449,27 +507,26 @@ async def run_broker(
     unpredictable_routing_ids()
     router = context.socket(zmq.ROUTER)
     publisher = context.socket(zmq.PUB)
-    key_service = context.socket(zmq.ROUTER)
+    key_service: KeyService | None = None
     storage = None
     hash_pool = ThreadPoolExecutor(
         config.hash_workers, thread_name_prefix="zchat-hash", initializer=_yield_to_the_loop
     )
     try:
-        for socket in (router, publisher, key_service):
+        for socket in (router, publisher):
             _configure(socket)
         for socket in (router, publisher):
             _make_curve_server(socket, keys)
         router.setsockopt(zmq.MAXMSGSIZE, SOCKET_MAXMSGSIZE)
-        key_service.setsockopt(zmq.MAXMSGSIZE, KEY_SERVICE_MAXMSGSIZE)
         publisher.setsockopt(zmq.SNDHWM, config.pub_hwm)
         _bind(router, config.host, config.port)
         _bind(publisher, config.host, config.pub_port)
-        _bind(key_service, config.host, config.key_port)
+        key_service = KeyService(config.host, config.key_port, keys)
         endpoints = Endpoints(
             config.host,
             _bound_port(router),
             _bound_port(publisher),
-            _bound_port(key_service),
+            key_service.port,
             keys,
         )
 
@@ -483,13 +540,13 @@ async def run_broker(
         topics = topic_key(keys.secret.encode("ascii"))  # the same topics after a restart
         state = load_state(BrokerState(storage, settings, topic_key=topics))
         shell = BrokerShell(state, router, publisher, PasswordHasher(), hash_pool)
+        key_service.start()
         on_ready(endpoints)
         async with asyncio.TaskGroup() as tasks:
             serving = tasks.create_task(shell.serve())
             background = [
                 tasks.create_task(shell.expire_leases()),
                 tasks.create_task(shell.watch()),
-                tasks.create_task(serve_key_requests(key_service, keys)),
                 tasks.create_task(shell.announce()),
                 tasks.create_task(shell.prune_history(config.retention)),
             ]
@@ -502,8 +559,9 @@ async def run_broker(
         hash_pool.shutdown(wait=True, cancel_futures=True)
         router.close(linger=1000)
         publisher.close(linger=1000)
-        key_service.close(linger=0)
         zap.stop()
         context.term()
+        if key_service is not None:
+            key_service.stop()
         if storage is not None:
             storage.close()

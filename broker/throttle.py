@@ -49,6 +49,13 @@ class Limits:
     pending_auth_per_address: int = 4
     """Logins and registrations one address may have waiting for the password hasher."""
     pending_auth_total: int = 256
+    connection_request_rate: float = 200.0
+    """Requests per second one connection may send, sustained, checked before decoding
+    (far above what `message_rate` lets a session send: this bounds floods, not chat)."""
+    connection_request_burst: int = 5_000
+    address_request_rate: float = 5_000.0
+    """Requests per second one address may send over all its connections, sustained."""
+    address_request_burst: int = 20_000
     tracked_keys: int = 100_000
     """Most accounts and addresses remembered by each throttle table."""
 

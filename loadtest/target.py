@@ -51,6 +51,14 @@ SPAWN_LIMITS = (
     "1000000",
     "--login-max-failures",
     "1000000",
+    "--connection-request-rate",
+    "1000000",
+    "--connection-request-burst",
+    "1000000",
+    "--address-request-rate",
+    "10000000",
+    "--address-request-burst",
+    "10000000",
 )
 """Every simulated client comes from 127.0.0.1: the per-address abuse limits are loosened
 (a first run's logins of accounts not registered yet count as failures). Password hashing

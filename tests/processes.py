@@ -92,6 +92,8 @@ class RunningBroker:
 
 LOOSE_LIMITS = ("--registration-burst", "1000", "--registrations-per-hour", "100000")
 """Every test client registers from 127.0.0.1; tests of the limits pass their own after these."""
+UNGATED = ("--connection-request-rate", "1000000", "--connection-request-burst", "1000000")
+"""For tests that pipeline thousands of requests on one connection on purpose."""
 
 
 def start_broker(

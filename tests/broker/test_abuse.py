@@ -7,7 +7,7 @@ from pathlib import Path
 
 import zmq
 
-from tests.processes import RunningBroker, start_broker
+from tests.processes import UNGATED, RunningBroker, start_broker
 from tests.wire import WireClient, subscriber
 from zchat.protocol import ErrorCode, Join, Login, Send, encode_request
 
@@ -84,6 +84,7 @@ def test_huge_frames_and_a_stalled_reader_do_not_grow_the_broker(
         tmp_path / "data",
         "--message-rate", "1000000",
         "--message-burst", "1000000",
+        *UNGATED,
         "--pub-hwm", "1000",
     )  # fmt: skip
     sender = WireClient(context, broker)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import zmq
 
-from tests.processes import start_broker
+from tests.processes import UNGATED, start_broker
 from tests.wire import WireClient
 from zchat.protocol import History, Join, Login, Send
 
@@ -17,7 +17,7 @@ def test_acknowledged_messages_survive_kill_9_and_retries_are_not_duplicated(
     tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     data = tmp_path / "data"
-    fast = ("--message-rate", "100000", "--message-burst", "100000")
+    fast = ("--message-rate", "100000", "--message-burst", "100000", *UNGATED)
     first = start_broker(data, *fast)
     client = WireClient(context, first)
     acknowledged: dict[str, int] = {}

@@ -13,7 +13,7 @@ import zmq.asyncio
 
 from tests.client.raw import spy
 from tests.client.test_library import WAIT, account, close_all, next_matching, room_event
-from tests.processes import RunningBroker, start_broker
+from tests.processes import UNGATED, RunningBroker, start_broker
 from tests.wire import WireClient
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import DirectReceived, HistoryEvent
@@ -21,7 +21,7 @@ from zchat.protocol import Join, ListRooms, RoomEvent, RoomEventKind, encode_req
 from zchat.protocol.errors import InvalidRange, NoSuchUser, NotMember
 from zchat.protocol.limits import MAX_HISTORY_PAGE
 
-FAST = ("--message-rate", "100000", "--message-burst", "100000")
+FAST = ("--message-rate", "100000", "--message-burst", "100000", *UNGATED)
 """Limits loose enough for a test to send thousands of messages at once."""
 
 

@@ -13,13 +13,13 @@ import zmq
 import zmq.asyncio
 
 from tests.client.test_library import WAIT, account, next_matching
-from tests.processes import RunningBroker, start_broker
+from tests.processes import UNGATED, RunningBroker, start_broker
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import Disconnected, Reconnected
 from zchat.protocol import RoomEvent, RoomEventKind, SessionEnded
 from zchat.protocol.errors import RateLimited
 
-FAST = ("--message-rate", "100000", "--message-burst", "100000")
+FAST = ("--message-rate", "100000", "--message-burst", "100000", *UNGATED)
 
 
 def restart(first: RunningBroker, data: Path) -> RunningBroker:

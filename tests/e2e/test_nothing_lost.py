@@ -11,9 +11,9 @@ from pathlib import Path
 from tests.e2e.terminal import Terminal
 from tests.e2e.test_interactive import ALICE_PASSWORD, TIME, open_client
 from tests.e2e.test_script import PASSWORD, Bot, run_bot
-from tests.processes import RunningBroker, start_broker
+from tests.processes import UNGATED, RunningBroker, start_broker
 
-FAST = ("--message-rate", "100000", "--message-burst", "100000")
+FAST = ("--message-rate", "100000", "--message-burst", "100000", *UNGATED)
 LINE = r"^\[\d\d:\d\d:\d\d\] "
 
 
