@@ -65,9 +65,14 @@ class WireClient:
                 return message
             self.events.append(message)
 
-    def call(self, request: Request) -> Reply:
+    def send(self, request: Request) -> int:
+        """Send ``request`` without waiting for its reply; returns its request id."""
         request_id = next(self._ids)
         self.dealer.send(encode_request(request_id, request))
+        return request_id
+
+    def call(self, request: Request) -> Reply:
+        request_id = self.send(request)
         reply = self.reply()
         assert reply.request_id == request_id
         return reply

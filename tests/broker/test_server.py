@@ -24,6 +24,7 @@ from zchat.protocol import (
     Login,
     Members,
     Ping,
+    Register,
     RoomCipher,
     RoomEvent,
     RoomEventKind,
@@ -278,6 +279,9 @@ def test_restart_keeps_accounts_rooms_and_the_sequence(
         assert second.stop() == 0
 
 
+PASSWORD = "correct horse"
+
+
 def test_a_silent_client_is_dropped_and_the_room_told(
     tmp_path: Path,
     context: zmq.Context,  # type: ignore[type-arg]
@@ -285,8 +289,14 @@ def test_a_silent_client_is_dropped_and_the_room_told(
     broker = start_broker(tmp_path / "data", "--lease", "1.5")
     alice, bob = WireClient(context, broker), WireClient(context, broker)
     try:
-        alice.sign_up("alice")
-        bob.sign_up("bob")
+        pairs = ((alice, "alice"), (bob, "bob"))
+        for client, user in pairs:
+            client.ok(Register(user=user, password=PASSWORD))
+        # Both log in at once: neither lease runs out while the other's password is checked.
+        logins = [(c, c.send(Login(user=user, password=PASSWORD))) for c, user in pairs]
+        for client, request_id in logins:
+            reply = client.reply()
+            assert (reply.request_id, reply.error) == (request_id, None)
         alice.ok(Join(room="room1"))
         bob.ok(Join(room="room1"))
         # alice goes silent; bob pings while we wait for alice's session_ended event.
