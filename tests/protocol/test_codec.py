@@ -74,6 +74,7 @@ SAMPLES: dict[str, Request] = {
 }
 """One valid request of every operation."""
 
+
 class Missing:
     """Marks a key to drop from a frame built by `request_frame`."""
 
