@@ -14,6 +14,11 @@ from zchat.protocol.messages import Event
 
 TIMEOUT_MS = 10_000
 
+WINDOW = 500
+"""Unanswered requests one pipelining client keeps at most. Past its high-water mark (1,000
+per peer) the broker's ROUTER drops replies, and on a busy machine that many can pile up
+before its I/O thread sends them: a client that wants every reply keeps fewer in flight."""
+
 
 def secure(
     socket: zmq.Socket[bytes], server_key: str, keys: CurveKeys | None = None
@@ -100,3 +105,23 @@ def subscriber(
     sub.setsockopt(zmq.SUBSCRIBE, topic)
     sub.connect(f"tcp://{broker.host}:{broker.pub_port}")
     return sub
+
+
+class Pipeline:
+    """Sends without waiting, never more than `WINDOW` unanswered, and keeps the replies."""
+
+    def __init__(self, client: WireClient) -> None:
+        self.client = client
+        self.sent = 0
+        self.replies: list[Reply] = []
+
+    def send(self, request: Request) -> None:
+        while self.sent - len(self.replies) >= WINDOW:
+            self.replies.append(self.client.reply())
+        self.client.send(request)
+        self.sent += 1
+
+    def drain(self) -> list[Reply]:
+        while len(self.replies) < self.sent:
+            self.replies.append(self.client.reply())
+        return self.replies
