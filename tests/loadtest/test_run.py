@@ -26,7 +26,7 @@ def test_a_small_spawned_run_delivers_everything(tmp_path: Path) -> None:
             "--members",
             "3",
             "--duration",
-            "1",
+            "2",
             "--rate",
             "50",
             "--json",
