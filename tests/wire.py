@@ -116,10 +116,19 @@ class Pipeline:
         self.replies: list[Reply] = []
 
     def send(self, request: Request) -> None:
-        while self.sent - len(self.replies) >= WINDOW:
-            self.replies.append(self.client.reply())
+        self._make_room()
         self.client.send(request)
         self.sent += 1
+
+    def send_raw(self, *frames: bytes) -> None:
+        """Frames that must each get one reply (an error, for garbage)."""
+        self._make_room()
+        self.client.send_raw(*frames)
+        self.sent += 1
+
+    def _make_room(self) -> None:
+        while self.sent - len(self.replies) >= WINDOW:
+            self.replies.append(self.client.reply())
 
     def drain(self) -> list[Reply]:
         while len(self.replies) < self.sent:
