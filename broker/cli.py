@@ -27,6 +27,7 @@ from .config import (
 )
 from .datadir import DataDirInUse, DataDirLock, prepare_data_dir
 from .keys import BrokerKeys, KeyFileError, load_or_create_keys
+from .lifeline import EXIT_WITH_STDIN, stop_when_stdin_closes
 from .server import Endpoints, run_broker
 from .sqlite_storage import StorageError
 from .throttle import Limits
@@ -167,6 +168,13 @@ def limit_options(command: Callable[..., None]) -> Callable[..., None]:
     show_default=True,
     help="Most messages kept per room; older ones are deleted.",
 )
+@click.option(
+    EXIT_WITH_STDIN,
+    "exit_with_stdin",
+    is_flag=True,
+    help="Stop (as on SIGTERM) when standard input closes: a broker started by another "
+    "program on a pipe then never outlives it.",
+)
 @limit_options
 def main(
     host: str,
@@ -180,6 +188,7 @@ def main(
     show_key: bool,
     history_days: float,
     history_max: int,
+    exit_with_stdin: bool,
     **limits: Any,
 ) -> None:
     """Run the zchat broker: one per team, every client connects to it."""
@@ -227,7 +236,7 @@ def main(
         prepare_data_dir(config.resolved_data_dir)
         lock = DataDirLock(config.resolved_data_dir)
         try:
-            asyncio.run(_serve(config, ready))
+            asyncio.run(_serve(config, ready, exit_with_stdin))
         finally:
             lock.release()
     except Exception as exc:
@@ -276,9 +285,11 @@ def _echo_key(keys: BrokerKeys) -> None:
     click.echo(f"Fingerprint: {keys.fingerprint}")
 
 
-async def _serve(config: BrokerConfig, ready: object) -> None:
+async def _serve(config: BrokerConfig, ready: object, exit_with_stdin: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if exit_with_stdin:
+        stop_when_stdin_closes(loop, stop)
     await run_broker(config, stop, ready)  # type: ignore[arg-type]

@@ -451,6 +451,11 @@ def run(
         if config.spawn_broker:
             broker = SpawnedBroker(pub_hwm=pub_hwm)
             target = broker.start()
+            assert broker.process is not None
+            click.echo(
+                f"Spawned broker (pid {broker.process.pid}) at {target.host}:{target.port}",
+                err=True,
+            )
         else:
             assert config.host is not None and config.port is not None
             target = resolve_running(config.host, config.port, config.server_key, config.key_port)

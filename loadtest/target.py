@@ -4,7 +4,8 @@ A spawned broker runs on free loopback ports from a copy of a cached data
 directory that keeps the load accounts (and the broker key) between runs, so
 passwords are hashed once per account, never weakened. It runs in its own
 session, so Ctrl-C on the load generator does not reach it; the generator
-stops it when the report is done.
+stops it when the report is done, and it dies with the generator however that
+ends (`zchat.broker.lifeline`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import platformdirs
 import zmq
 
+from zchat.broker.lifeline import EXIT_WITH_STDIN, spawn_tied
 from zchat.protocol import ServerKey, ZchatError, decode_incoming, encode_request
 from zchat.protocol.codec import Reply
 from zchat.protocol.limits import KEY_PORT_OFFSET
@@ -185,16 +187,16 @@ class SpawnedBroker:
             self.log_level,
             "--lease",
             "60",
+            EXIT_WITH_STDIN,
             *SPAWN_LIMITS,
         ]
         if self.pub_hwm:
             command += ["--pub-hwm", str(self.pub_hwm)]
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 (our own interpreter and options)
+            self.process = spawn_tied(
                 command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
             )
@@ -268,6 +270,8 @@ class SpawnedBroker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 code = self.process.wait()
+            if self.process.stdin is not None:
+                self.process.stdin.close()
         if keep_accounts and code == 0:
             template = cache_dir()
             staging = template.with_name(template.name + f".new-{os.getpid()}")

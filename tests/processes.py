@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from zchat.broker.lifeline import EXIT_WITH_STDIN, spawn_tied
 
 LISTEN_LINE = re.compile(r"Running chat server at (?P<host>[^:\s]+):(?P<port>\d+)")
 PUBLISH_LINE = re.compile(r"Publishing rooms at (?P<host>[^:\s]+):(?P<port>\d+)")
@@ -22,6 +25,13 @@ FINGERPRINT_LINE = re.compile(r"Fingerprint: (?P<fingerprint>[A-Z2-7-]+)$")
 def script(name: str) -> str:
     """Path of a console script installed beside the running interpreter."""
     return str(Path(sys.executable).parent / name)
+
+
+def wait_gone(pidfd: int, timeout: float) -> bool:
+    """True once the process of ``pidfd`` has exited, within ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(int(timeout * 1000)))
 
 
 @dataclass
@@ -88,6 +98,9 @@ class RunningBroker:
             self.process.kill()
             self.process.wait()
             raise
+        finally:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
 
 
 LOOSE_LIMITS = ("--registration-burst", "1000", "--registrations-per-hour", "100000")
@@ -99,9 +112,12 @@ UNGATED = ("--connection-request-rate", "1000000", "--connection-request-burst",
 def start_broker(
     data_dir: Path, *extra: str, port: int = 0, pub_port: int = 0, key_port: int = 0
 ) -> RunningBroker:
-    """Start `zchat-broker` on 127.0.0.1 (port 0: a free port) and wait until it listens."""
+    """Start `zchat-broker` on 127.0.0.1 (port 0: a free port) and wait until it listens.
+
+    It dies with the test process, even one killed by a timeout (`spawn_tied`).
+    """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
+    process = spawn_tied(
         [
             script("zchat-broker"),
             "--host",
@@ -116,12 +132,12 @@ def start_broker(
             str(data_dir),
             "--log-level",
             "INFO",
+            EXIT_WITH_STDIN,
             *LOOSE_LIMITS,
             *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
         text=True,
         env=env,
     )

@@ -14,6 +14,11 @@ from zchat.protocol.messages import Event
 
 TIMEOUT_MS = 10_000
 
+WINDOW = 500
+"""Unanswered requests one pipelining client keeps at most. Past its high-water mark (1,000
+per peer) the broker's ROUTER drops replies, and on a busy machine that many can pile up
+before its I/O thread sends them: a client that wants every reply keeps fewer in flight."""
+
 
 def secure(
     socket: zmq.Socket[bytes], server_key: str, keys: CurveKeys | None = None
@@ -71,9 +76,14 @@ class WireClient:
                 return message
             self.events.append(message)
 
-    def call(self, request: Request) -> Reply:
+    def send(self, request: Request) -> int:
+        """Send ``request`` without waiting for its reply; returns its request id."""
         request_id = next(self._ids)
         self.dealer.send(encode_request(request_id, request))
+        return request_id
+
+    def call(self, request: Request) -> Reply:
+        request_id = self.send(request)
         reply = self.reply()
         assert reply.request_id == request_id
         return reply
@@ -101,3 +111,32 @@ def subscriber(
     sub.setsockopt(zmq.SUBSCRIBE, topic)
     sub.connect(f"tcp://{broker.host}:{broker.pub_port}")
     return sub
+
+
+class Pipeline:
+    """Sends without waiting, never more than `WINDOW` unanswered, and keeps the replies."""
+
+    def __init__(self, client: WireClient) -> None:
+        self.client = client
+        self.sent = 0
+        self.replies: list[Reply] = []
+
+    def send(self, request: Request) -> None:
+        self._make_room()
+        self.client.send(request)
+        self.sent += 1
+
+    def send_raw(self, *frames: bytes) -> None:
+        """Frames that must each get one reply (an error, for garbage)."""
+        self._make_room()
+        self.client.send_raw(*frames)
+        self.sent += 1
+
+    def _make_room(self) -> None:
+        while self.sent - len(self.replies) >= WINDOW:
+            self.replies.append(self.client.reply())
+
+    def drain(self) -> list[Reply]:
+        while len(self.replies) < self.sent:
+            self.replies.append(self.client.reply())
+        return self.replies

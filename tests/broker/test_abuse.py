@@ -8,8 +8,8 @@ from pathlib import Path
 import zmq
 
 from tests.processes import UNGATED, RunningBroker, start_broker
-from tests.wire import WireClient, subscriber
-from zchat.protocol import ErrorCode, Join, Login, Send, encode_request
+from tests.wire import Pipeline, WireClient, subscriber
+from zchat.protocol import ErrorCode, Join, Login, Send
 
 
 def rss_kb(broker: RunningBroker) -> int:
@@ -56,16 +56,17 @@ def test_a_flooder_is_limited_while_others_chat_normally(
         for client, name in ((flooder, "flood"), (alice, "alice"), (bob, "bob")):
             client.sign_up(name)
             client.ok(Join(room="room1"))
-        flood = 3000
-        for n in range(flood):
-            flooder.dealer.send(encode_request(10_000 + n, Send(room="room1", text="spam " * 50)))
+        flood, rounds = 3000, 20
+        flooding = Pipeline(flooder)
         round_trips = []
-        for n in range(20):
+        for n in range(rounds):  # the flood goes on while alice and bob talk
+            for _ in range(flood // rounds):
+                flooding.send(Send(room="room1", text="spam " * 50))
             sent = time.monotonic()
             alice.ok(Send(room="room1", text=f"normal message {n}"))
             round_trips.append(time.monotonic() - sent)
             bob.ok(Send(room="room1", text=f"reply {n}"))
-        replies = [flooder.reply() for _ in range(flood)]
+        replies = flooding.drain()
         limited = [r for r in replies if r.error and r.error.code == ErrorCode.RATE_LIMITED]
         accepted = [r for r in replies if r.error is None]
         assert len(accepted) + len(limited) == flood, "every flooded send got an answer"
@@ -101,10 +102,10 @@ def test_huge_frames_and_a_stalled_reader_do_not_grow_the_broker(
             big.close()
 
         def burst(count: int) -> None:
-            for n in range(count):
-                sender.dealer.send(encode_request(n + 1000, Send(room="room1", text="x" * 1000)))
+            sending = Pipeline(sender)
             for _ in range(count):
-                assert sender.reply().error is None
+                sending.send(Send(room="room1", text="x" * 1000))
+            assert all(reply.error is None for reply in sending.drain())
 
         burst(3_000)  # fills the stalled subscriber's queue up to the high-water mark
         filled = rss_kb(broker)

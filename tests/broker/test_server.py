@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from tests.processes import RunningBroker, start_broker
-from tests.wire import WireClient, subscriber
+from tests.wire import Pipeline, WireClient, subscriber
 from zchat.protocol import (
     Announcement,
     CannotOpen,
@@ -24,6 +24,7 @@ from zchat.protocol import (
     Login,
     Members,
     Ping,
+    Register,
     RoomCipher,
     RoomEvent,
     RoomEventKind,
@@ -193,11 +194,11 @@ def test_garbage_gets_error_replies_and_everyone_else_keeps_talking(
         for n in range(200)
     ]
     frames += [[b""], [b"a", b"b"], [b"", b"", b""], [b"\x81" * 70_000]]
+    fuzzing = Pipeline(fuzzer)
     for parts in frames:
-        fuzzer.send_raw(*parts)
-    for _ in frames:
-        reply = fuzzer.reply()
-        assert reply.error is not None, "every frame was garbage or needed a login"
+        fuzzing.send_raw(*parts)
+    replies = fuzzing.drain()
+    assert all(reply.error is not None for reply in replies), "all garbage or before login"
 
     oversized = connect(clients, context, broker)
     oversized.send_raw(b"\x00" * (2 * 1024 * 1024))  # past ZMQ_MAXMSGSIZE: dropped by ZeroMQ
@@ -280,6 +281,9 @@ def test_restart_keeps_accounts_rooms_and_the_sequence(
         assert second.stop() == 0
 
 
+PASSWORD = "correct horse"
+
+
 def test_a_silent_client_is_dropped_and_the_room_told(
     tmp_path: Path,
     context: zmq.Context,  # type: ignore[type-arg]
@@ -287,8 +291,14 @@ def test_a_silent_client_is_dropped_and_the_room_told(
     broker = start_broker(tmp_path / "data", "--lease", "1.5")
     alice, bob = WireClient(context, broker), WireClient(context, broker)
     try:
-        alice.sign_up("alice")
-        bob.sign_up("bob")
+        pairs = ((alice, "alice"), (bob, "bob"))
+        for client, user in pairs:
+            client.ok(Register(user=user, password=PASSWORD))
+        # Both log in at once: neither lease runs out while the other's password is checked.
+        logins = [(c, c.send(Login(user=user, password=PASSWORD))) for c, user in pairs]
+        for client, request_id in logins:
+            reply = client.reply()
+            assert (reply.request_id, reply.error) == (request_id, None)
         alice.ok(Join(room="room1"))
         bob.ok(Join(room="room1"))
         # alice goes silent; bob pings while we wait for alice's session_ended event.

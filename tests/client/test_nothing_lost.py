@@ -17,7 +17,15 @@ from tests.processes import UNGATED, RunningBroker, start_broker
 from tests.wire import WireClient
 from zchat.client import ChatClient, ClientEvent
 from zchat.client.events import DirectReceived, HistoryEvent
-from zchat.protocol import Join, ListRooms, RoomEvent, RoomEventKind, encode_request
+from zchat.protocol import (
+    Join,
+    ListRooms,
+    RoomEvent,
+    RoomEventKind,
+    SealedBatch,
+    encode_request,
+    parse_publication,
+)
 from zchat.protocol.errors import InvalidRange, NoSuchUser, NotMember
 from zchat.protocol.limits import MAX_HISTORY_PAGE
 
@@ -283,10 +291,16 @@ async def test_a_direct_message_reaches_every_session_and_no_stranger(
                 "meet at noon",
             )
         await carol.send("room1", "marker")
-        await next_matching(carol, room_event(RoomEventKind.MESSAGE, "carol", "marker"))
+        marker = await next_matching(carol, room_event(RoomEventKind.MESSAGE, "carol", "marker"))
+        assert isinstance(marker, RoomEvent)
         heard: list[bytes] = []
-        while await subscriber.poll(1000):
-            heard.extend(await subscriber.recv_multipart())
+        async with asyncio.timeout(WAIT):  # everything up to the marker, sent after the DM
+            while True:
+                frames = await subscriber.recv_multipart()
+                heard.extend(frames)
+                sealed = parse_publication(frames[-1])
+                if isinstance(sealed, SealedBatch) and sealed.seq <= marker.seq <= sealed.last_seq:
+                    break
         assert heard, "the stranger heard nothing at all, so it proves nothing"
         assert not any(b"meet at noon" in frame or b"alice" in frame for frame in heard)
         with pytest.raises(NoSuchUser):

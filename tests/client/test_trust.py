@@ -46,8 +46,9 @@ from zchat.protocol import RoomKey, encode_error, encode_event, encode_result
 from zchat.protocol.errors import NotLoggedIn
 from zchat.protocol.fingerprint import is_z85_key, key_fingerprint
 
-KEY_A = zmq.curve_keypair()[0].decode("ascii")
-KEY_B = zmq.curve_keypair()[0].decode("ascii")
+# Fixed keys, not fresh ones: they appear in test ids, which parallel workers must agree on.
+KEY_A = "v!R>hIy1.yvn?YnJ#lkRRCpzv4dHQ2AvakRCj{}C"
+KEY_B = "=4pY+HY.bq15bIjEqRF$v!3cDqa$ZvujEH]a-[2#"
 HERE = BrokerAddress.of("chat.example", 5000)
 FILE = Path("known_brokers")
 

@@ -27,6 +27,8 @@ class Terminal:
         environment = dict(os.environ, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
         environment.pop("NO_COLOR", None)
         environment.pop("ZCHAT_PASSWORD", None)
+        for size in ("COLUMNS", "LINES"):  # pytest-xdist sets them; the pty's size must count
+            environment.pop(size, None)
         environment.update(env or {})
         self.child = pexpect.spawn(
             script("zchat-client"),

@@ -77,8 +77,15 @@ SAMPLES: dict[str, Request] = {
 }
 """One valid request of every operation."""
 
-MISSING = object()
-"""Marks a key to drop from a frame built by `request_frame`."""
+
+class Missing:
+    """Marks a key to drop from a frame built by `request_frame`."""
+
+    def __repr__(self) -> str:
+        return "MISSING"  # a stable test id: parallel workers must collect the same names
+
+
+MISSING = Missing()
 
 
 def request_frame(**changes: object) -> bytes:
