@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
+from tests.broker.core import CoreHarness
+
 
 @pytest.fixture
 def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
@@ -20,3 +22,9 @@ def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
     leftover = [socket for socket in list(ctx._sockets) if not socket.closed]
     ctx.destroy(linger=0)
     assert not leftover, f"{len(leftover)} socket(s) left open"
+
+
+@pytest.fixture
+def core() -> CoreHarness:
+    """A broker core on memory storage, with a clock the test moves."""
+    return CoreHarness()

@@ -12,7 +12,7 @@ from zchat.broker.publishing import seal_batches
 from zchat.broker.state import BrokerSettings, BrokerState, Connection
 from zchat.broker.storage import MemoryStorage
 from zchat.broker.throttle import Limits
-from zchat.protocol import Request, RoomEvent, RoomKey, SealedBatch
+from zchat.protocol import ErrorCode, Request, RoomEvent, RoomKey, SealedBatch
 from zchat.protocol.sealing import RoomCipher
 
 
@@ -107,3 +107,9 @@ def open_publication(publication: Publish, cipher: RoomCipher, room: str = "room
     """The one event a publication holds (a single request publishes one per room)."""
     [event] = cipher.open(publication.topic, SealedBatch.parse(publication.body), room)
     return event
+
+
+def error_code(reply: Result | Failure) -> ErrorCode:
+    """The code of a reply that must be an error."""
+    assert isinstance(reply, Failure), reply
+    return reply.error.code

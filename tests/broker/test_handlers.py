@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.broker.core import CoreHarness, key_events, open_publication, publications
+from tests.broker.core import CoreHarness, error_code, key_events, open_publication, publications
 from zchat.broker.handlers import CheckedLogin, NewAccount
-from zchat.broker.outgoing import Failure, Result, Unicast
+from zchat.broker.outgoing import Result, Unicast
 from zchat.protocol import (
     CannotOpen,
     ErrorCode,
@@ -22,16 +22,6 @@ from zchat.protocol import (
     SessionEnded,
 )
 from zchat.protocol.sealing import RoomCipher, room_topic
-
-
-@pytest.fixture
-def core() -> CoreHarness:
-    return CoreHarness()
-
-
-def error_code(reply: Result | Failure) -> ErrorCode:
-    assert isinstance(reply, Failure), reply
-    return reply.error.code
 
 
 def cipher_of(join_result: dict[str, object]) -> RoomCipher:

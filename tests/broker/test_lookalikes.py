@@ -8,25 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker.core import CoreHarness
+from tests.broker.core import CoreHarness, error_code
 from zchat.broker.handlers import NewAccount
-from zchat.broker.outgoing import Failure, Result
+from zchat.broker.outgoing import Failure
 from zchat.broker.sqlite_storage import SqliteStorage
 from zchat.broker.storage import MemoryStorage, Storage
 from zchat.protocol import ErrorCode, Join, ListRooms, Register
 from zchat.protocol.errors import InvalidName
 
 CYRILLIC_A = "\u0430"
-
-
-@pytest.fixture
-def core() -> CoreHarness:
-    return CoreHarness()
-
-
-def error_code(reply: Result | Failure) -> ErrorCode:
-    assert isinstance(reply, Failure), reply
-    return reply.error.code
 
 
 def test_registering_a_look_alike_of_an_account_is_name_taken(core: CoreHarness) -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.broker.core import CoreHarness, publications
+from tests.broker.core import CoreHarness, error_code, publications
 from zchat.broker.handlers import CheckedLogin
 from zchat.broker.membership import announce_rooms
-from zchat.broker.outgoing import Failure, Result, Unicast
+from zchat.broker.outgoing import Unicast
 from zchat.protocol import (
     Direct,
     DirectMessage,
@@ -26,16 +24,6 @@ from zchat.protocol.limits import MAX_FRAME_BYTES, MAX_HISTORY_PAGE
 from zchat.protocol.sealing import Announcement
 
 
-@pytest.fixture
-def core() -> CoreHarness:
-    return CoreHarness()
-
-
-def code_of(reply: Result | Failure) -> ErrorCode:
-    assert isinstance(reply, Failure), reply
-    return reply.error.code
-
-
 def test_history_pages_a_room_in_order_and_only_for_members(core: CoreHarness) -> None:
     alice, bob = core.login("alice"), core.login("bob")
     core.ok(alice, Join(room="room1"))
@@ -47,7 +35,7 @@ def test_history_pages_a_room_in_order_and_only_for_members(core: CoreHarness) -
     assert page["last_seq"] == 11 and page["more"] is False
     beyond = core.ok(alice, History(room="room1", from_seq=10, to_seq=2**63 - 1))
     assert [row[0] for row in beyond["events"]] == [10, 11]
-    assert code_of(core.call(bob, History(room="room1", from_seq=1, to_seq=5))) == (
+    assert error_code(core.call(bob, History(room="room1", from_seq=1, to_seq=5))) == (
         ErrorCode.NOT_MEMBER
     )
 
@@ -108,7 +96,7 @@ def test_resume_restores_a_session_without_the_password(core: CoreHarness) -> No
     core.ok(fresh, Logout())
     for spent in (token, resumed["resume"]):
         assert isinstance(spent, str)
-        assert code_of(core.call(core.connection("x"), Resume(token=spent))) == (
+        assert error_code(core.call(core.connection("x"), Resume(token=spent))) == (
             ErrorCode.BAD_RESUME_TOKEN
         )
 
@@ -121,13 +109,13 @@ def test_tokens_are_stored_only_as_hashes(core: CoreHarness) -> None:
 
 
 def test_resume_with_an_unknown_or_expired_token_is_refused(core: CoreHarness) -> None:
-    assert code_of(core.call(core.connection("c"), Resume(token="f" * 64))) == (
+    assert error_code(core.call(core.connection("c"), Resume(token="f" * 64))) == (
         ErrorCode.BAD_RESUME_TOKEN
     )
     conn = core.connection("d")
     token = core.ok(conn, CheckedLogin("bob", "bob"))["resume"]
     core.now_ms += 8 * 24 * 3600 * 1000
-    assert code_of(core.call(core.connection("e"), Resume(token=token))) == (
+    assert error_code(core.call(core.connection("e"), Resume(token=token))) == (
         ErrorCode.BAD_RESUME_TOKEN
     )
 
@@ -164,7 +152,7 @@ def test_direct_messages_reach_every_session_and_wait_for_the_absent(core: CoreH
     assert [m["text"] for m in inbox["messages"]] == ["are you there?", "call me"]
     assert core.ok(back, Inbox())["messages"] == []
 
-    assert code_of(core.call(alice, DirectMessage(user="nobody", text="hi"))) == (
+    assert error_code(core.call(alice, DirectMessage(user="nobody", text="hi"))) == (
         ErrorCode.NO_SUCH_USER
     )
 

@@ -6,9 +6,7 @@ once its owner is gone, but none can present another's key.
 
 from __future__ import annotations
 
-import pytest
-
-from tests.broker.core import CoreHarness, publications
+from tests.broker.core import CoreHarness, error_code, publications
 from zchat.broker.handlers import CheckedLogin
 from zchat.broker.outgoing import Failure, Outgoing, Result, Unicast
 from zchat.broker.state import Connection
@@ -30,16 +28,6 @@ from zchat.protocol import (
     Send,
     SessionEnded,
 )
-
-
-@pytest.fixture
-def core() -> CoreHarness:
-    return CoreHarness()
-
-
-def code_of(reply: Result | Failure) -> ErrorCode:
-    assert isinstance(reply, Failure), reply
-    return reply.error.code
 
 
 def to(connection: Connection, outgoing: list[Outgoing]) -> list[object]:
@@ -89,7 +77,7 @@ def test_a_claimed_routing_id_with_another_key_learns_nothing_and_acts_for_nobod
 
     for request in SESSION_REQUESTS:
         out = core.send(mallory, request)
-        assert code_of(out[0].message) == ErrorCode.NOT_LOGGED_IN, request  # type: ignore[arg-type]
+        assert error_code(out[0].message) == ErrorCode.NOT_LOGGED_IN, request  # type: ignore[arg-type]
         assert [m for m in to(mallory, out) if not isinstance(m, Failure)] == [], request
 
     # Alice's session ended when her routing id came back with another key: the room saw
@@ -123,8 +111,8 @@ def test_only_the_key_that_held_an_expired_session_hears_that_it_expired(
     core.now_ms += 60_000
     core.expire()
     stranger = core.connection("alice", key="a stranger's key")
-    assert code_of(core.call(stranger, Join(room="room1"))) == ErrorCode.NOT_LOGGED_IN
-    assert code_of(core.call(alice, Join(room="room1"))) == ErrorCode.SESSION_EXPIRED
+    assert error_code(core.call(stranger, Join(room="room1"))) == ErrorCode.NOT_LOGGED_IN
+    assert error_code(core.call(alice, Join(room="room1"))) == ErrorCode.SESSION_EXPIRED
 
 
 def test_resume_answers_a_new_token_and_spends_the_old_one(core: CoreHarness) -> None:
@@ -132,7 +120,7 @@ def test_resume_answers_a_new_token_and_spends_the_old_one(core: CoreHarness) ->
     resumed = core.ok(core.connection("laptop-2"), Resume(token=old))
     new = token_of(resumed)
     assert new != old
-    assert code_of(core.call(core.connection("laptop-3"), Resume(token=old))) == (
+    assert error_code(core.call(core.connection("laptop-3"), Resume(token=old))) == (
         ErrorCode.BAD_RESUME_TOKEN
     )
     assert core.ok(core.connection("laptop-4"), Resume(token=new))["user"] == "alice"
@@ -159,12 +147,12 @@ def test_a_resume_takes_the_live_session_over_so_a_login_is_one_session(
     # The session moved, rooms and all: one alice, on the new connection only.
     assert [s.session_id for s in core.state.sessions_by_user["alice"].values()] == [session_id]
     assert core.ok(elsewhere, Send(room="room1", text="still here"))["seq"] == seq + 1
-    assert code_of(core.call(owner, Ping())) == ErrorCode.NOT_LOGGED_IN
+    assert error_code(core.call(owner, Ping())) == ErrorCode.NOT_LOGGED_IN
     assert core.state.sessions_per_peer == {"127.0.0.1": 1, "192.0.2.7": 1}
 
     # Replaying the token again makes no second session.
     again = core.connection("replay")
-    assert code_of(core.call(again, Resume(token=token))) == ErrorCode.BAD_RESUME_TOKEN
+    assert error_code(core.call(again, Resume(token=token))) == ErrorCode.BAD_RESUME_TOKEN
     assert len(core.state.sessions_by_user["alice"]) == 1
 
 
@@ -174,10 +162,10 @@ def test_bad_tokens_are_throttled_per_address(core: CoreHarness) -> None:
     guesser = core.connection("guesser", peer="203.0.113.9")
     limit = core.state.settings.limits.login_max_failures
     for n in range(limit):
-        assert code_of(core.call(guesser, Resume(token=f"{n:064x}"))) == (
+        assert error_code(core.call(guesser, Resume(token=f"{n:064x}"))) == (
             ErrorCode.BAD_RESUME_TOKEN
         )
-    assert code_of(core.call(guesser, Resume(token=token))) == ErrorCode.TOO_MANY_ATTEMPTS
+    assert error_code(core.call(guesser, Resume(token=token))) == ErrorCode.TOO_MANY_ATTEMPTS
     # The throttle is the guesser's address's, not the owner's.
     assert core.ok(core.connection("owner-2", peer="198.51.100.1"), Resume(token=token))
 
@@ -186,7 +174,7 @@ def test_logout_revokes_that_sessions_token_only(core: CoreHarness) -> None:
     phone, laptop = core.connection("phone"), core.connection("laptop")
     phone_token, laptop_token = log_in(core, phone), log_in(core, laptop)
     core.ok(phone, Logout())
-    assert code_of(core.call(core.connection("p2"), Resume(token=phone_token))) == (
+    assert error_code(core.call(core.connection("p2"), Resume(token=phone_token))) == (
         ErrorCode.BAD_RESUME_TOKEN
     )
     assert core.ok(core.connection("l2"), Resume(token=laptop_token))["user"] == "alice"
