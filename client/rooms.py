@@ -59,8 +59,8 @@ class RoomStream:
         return self.add_key(kid, key)
 
     def replace_keys(self, kid: int, key: bytes) -> list[RoomEvent]:
-        """Forget every key and start again from a join reply (a restarted broker may
-        reuse key ids for new keys)."""
+        """Forget every key and start again from a join reply: after a reconnect the old
+        keys open nothing new (and a broker that lost its database may have reused ids)."""
         self._keys.clear()
         return self.activate(kid, key)
 
