@@ -243,13 +243,14 @@ def handle_resume(ctx: Context, request: Resume) -> dict[str, Any]:
     if session is None or session.connection.peer != peer:
         check_session_room(state, peer)  # before the token is spent
     token = state.new_token()
+    fresh = token_hash(token)
     state.storage.revoke_resume_token(used)
-    state.storage.add_resume_token(token_hash(token), user, ctx.now_ms + RESUME_TOKEN_TTL_MS)
+    state.storage.add_resume_token(fresh, user, ctx.now_ms + RESUME_TOKEN_TTL_MS)
     logger.info("%s resumed a session from <%s>", user, peer)
     if session is None:
         return start_session(ctx, user, token)
     unread = state.storage.count_undelivered(user)  # read before anything changes
-    take_over(state, session, ctx.connection, token_hash(token), ctx.now_ms, ctx.outbox)
+    take_over(state, session, ctx.connection, fresh, ctx.now_ms, ctx.outbox)
     return session_reply(session, token, unread)
 
 

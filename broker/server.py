@@ -302,11 +302,9 @@ class BrokerShell:
             return [Unicast(routing_id, Failure(envelope.request_id, error))]
         assert envelope.request_id is not None
         client_key = _client_key(body)
-        session = self.state.sessions.get(routing_id)
-        if session is not None and session.connection.client_key == client_key:
-            connection = session.connection
-        else:  # the core's `session_of` decides what a routing id with another key means
-            connection = Connection(routing_id, address, client_key)
+        session = self.state.session_held(routing_id, client_key)
+        # Without one, the core's `session_of` decides what a routing id with another key means.
+        connection = session.connection if session else Connection(routing_id, address, client_key)
         if isinstance(request, Register | Login):
             return self.start_authentication(connection, envelope.request_id, request)
         return dispatch(self.state, connection, envelope.request_id, request, now_ms())
@@ -317,13 +315,9 @@ class BrokerShell:
         """Admit a login or registration (cheaply), then hash on a worker thread."""
         limits = self.state.settings.limits
         peer = connection.peer
-        held = self.state.sessions.get(connection.routing_id)
+        held = self.state.session_held(connection.routing_id, connection.client_key)
         try:
-            if (
-                isinstance(request, Login)
-                and held is not None
-                and held.connection.client_key == connection.client_key
-            ):
+            if isinstance(request, Login) and held is not None:
                 raise AlreadyLoggedIn("this connection is already logged in")  # before hashing
             if isinstance(request, Register):
                 check_name_free(self.state.storage, request.user)  # before hashing, too

@@ -153,6 +153,14 @@ class BrokerState:
         self.rooms_by_topic[room.topic] = room
         return room
 
+    def session_held(self, routing_id: bytes, client_key: str) -> Session | None:
+        """The session on ``routing_id`` if the connection there has its key, else None:
+        a routing id alone never names a session (any peer may claim a gone one's id)."""
+        session = self.sessions.get(routing_id)
+        if session is not None and session.connection.client_key == client_key:
+            return session
+        return None
+
     def remember_expired(self, connection: Connection) -> None:
         self.expired[connection.routing_id, connection.client_key] = None
         if len(self.expired) > EXPIRED_ROUTES_KEPT:
