@@ -53,10 +53,8 @@ def find_or_create_room(state: BrokerState, name: str) -> tuple[Room, bool]:
 def new_room(state: BrokerState, name: str, last_seq: int, last_kid: int) -> Room:
     """A stored room as the state keeps it (not yet added), with a fresh key numbered after
     ``last_kid``, the newest it ever had (that key died with the broker that made it)."""
-    kid = last_kid + 1
-    state.storage.set_room_kid(name, kid)
     topic = room_topic(state.topic_key, name)
-    return Room(name, topic, last_seq, RoomCipher(kid, state.new_key()))
+    return Room(name, topic, last_seq, new_cipher(state, name, last_kid))
 
 
 def publish_event(
@@ -145,7 +143,7 @@ def _store_leave(state: BrokerState, session: Session, room: Room, now_ms: int) 
         kind = RoomEventKind.LEFT.value
         event = StoredEvent(room.name, room.seq + 1, kind, session.user, now_ms, "")
         state.storage.append_event(event)
-    cipher = new_cipher(state, room) if room.next_cipher is None else None
+    cipher = new_cipher(state, room.name, room.cipher.kid) if room.next_cipher is None else None
     return _Leaving(room, cipher, event)
 
 
@@ -168,10 +166,10 @@ def _apply_leave(
         logger.info("%s left room [%s] from <%s>", session.user, room.name, session.connection.peer)
 
 
-def new_cipher(state: BrokerState, room: Room) -> RoomCipher:
-    """A new key for the room, numbered after its current one (the number stored first)."""
-    kid = room.cipher.kid + 1
-    state.storage.set_room_kid(room.name, kid)
+def new_cipher(state: BrokerState, name: str, last_kid: int) -> RoomCipher:
+    """A new key for room ``name``, numbered after ``last_kid`` (the number stored first)."""
+    kid = last_kid + 1
+    state.storage.set_room_kid(name, kid)
     return RoomCipher(kid, state.new_key())
 
 
