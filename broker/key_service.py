@@ -37,6 +37,7 @@ from zchat.protocol import (
 from zchat.protocol.errors import UnknownOperation
 
 from .keys import BrokerKeys
+from .throttle import BucketTable, TokenBucket
 from .zmtp_null import HANDSHAKE, NullServer, ZmtpError, message
 
 logger = logging.getLogger(__name__)
@@ -74,41 +75,22 @@ class _Peer:
 
 
 @dataclass(slots=True)
-class _Rate:
-    """A token bucket on the monotonic clock, in seconds."""
-
-    rate: float
-    burst: float
-    tokens: float
-    updated: float
-
-    def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-@dataclass(slots=True)
 class _AddressTable:
     """Per-address connection and request buckets and open-connection counts, bounded."""
 
-    limits: KeyServiceLimits
-    connects: OrderedDict[str, _Rate] = field(default_factory=OrderedDict)
-    requests: OrderedDict[str, _Rate] = field(default_factory=OrderedDict)
+    connects: BucketTable
+    requests: BucketTable
     open: dict[str, int] = field(default_factory=dict)
 
-    def take(self, table: OrderedDict[str, _Rate], address: str, now: float) -> bool:
-        bucket = table.get(address)
-        if bucket is None:
-            burst = self.limits.address_burst
-            bucket = table[address] = _Rate(self.limits.address_rate, burst, burst, now)
-            while len(table) > self.limits.tracked_addresses:
-                table.popitem(last=False)
-        table.move_to_end(address)
-        return bucket.take(now)
+    @classmethod
+    def of(cls, limits: KeyServiceLimits) -> _AddressTable:
+        rate, burst, kept = limits.address_rate, limits.address_burst, limits.tracked_addresses
+        return cls(BucketTable(rate, burst, kept), BucketTable(rate, burst, kept))
+
+
+def _ms(now: float) -> int:
+    """The monotonic clock's seconds as the throttle's milliseconds."""
+    return int(now * 1000)
 
 
 class KeyService:
@@ -136,9 +118,9 @@ class KeyService:
         self._peers: dict[bytes, _Peer] = {}
         self._closed: OrderedDict[bytes, None] = OrderedDict()
         """Connections this side closed: their hang-up notice is not a new connection."""
-        self._addresses = _AddressTable(self.limits)
-        self._work = _Rate(
-            self.limits.work_per_s, self.limits.work_burst, self.limits.work_burst, 0.0
+        self._addresses = _AddressTable.of(self.limits)
+        self._work = TokenBucket.full(
+            self.limits.work_per_s, self.limits.work_burst, _ms(time.monotonic())
         )
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="zchat-key-service", daemon=True)
@@ -171,7 +153,7 @@ class KeyService:
         stream = self._stream
         for _ in range(self.limits.work_burst):
             now = time.monotonic()
-            if not self._work.take(now):
+            if not self._work.take(_ms(now)):
                 # Spent: let the flood wait in TCP buffers (a STREAM socket may pause input safely).
                 time.sleep(1 / self.limits.work_per_s)
                 return
@@ -198,7 +180,7 @@ class KeyService:
         if (
             len(self._peers) >= self.limits.max_connections
             or table.open.get(address, 0) >= self.limits.connections_per_address
-            or not table.take(table.connects, address, now)
+            or table.connects.take(address, _ms(now)) is not None
         ):
             self._hang_up(routing_id)
             return
@@ -215,8 +197,9 @@ class KeyService:
             return
         for body in requests:
             peer.requests += 1
-            if peer.requests > self.limits.requests_per_connection or not (
-                self._addresses.take(self._addresses.requests, peer.address, now)
+            if (
+                peer.requests > self.limits.requests_per_connection
+                or self._addresses.requests.take(peer.address, _ms(now)) is not None
             ):
                 self._close_peer(routing_id)
                 return
